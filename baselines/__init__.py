@@ -1,0 +1,1 @@
+"""Performance baselines: measurement, stored JSON baselines and their comparison."""

@@ -1,0 +1,1 @@
+"""pytest hooks for performance baselines (loaded by conftest.py through `pytest_plugins`)."""

@@ -1,0 +1,174 @@
+"""pytest wiring for hfprops: Hypothesis profiles, command-line options, the models under test.
+
+Models are pytest parameters (one session-scoped subject per model, built once per process);
+inputs are Hypothesis draws. A property declares what it needs with `@pytest.mark.needs(...)`
+(capabilities from `zoo.spec.CAPABILITIES`) and runs on every selected model that has them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+# Each concern's hooks and options live beside its code; conftest only loads them.
+pytest_plugins = ["devices.plugin", "baselines.plugin", "properties.artifacts"]
+
+XFAILS = Path(__file__).with_name("properties") / "xfails.toml"
+
+# -- threads: one per process by default; scale out with `-n auto` (pytest-xdist) ------------------
+THREADS = int(os.environ.get("HFPROPS_THREADS", "1"))
+
+import torch  # noqa: E402  (after reading the environment, before any model runs)
+
+torch.set_num_threads(THREADS)
+
+# -- Hypothesis profiles ---------------------------------------------------------------------------
+CI_EXAMPLES = 25
+_slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+settings.register_profile(
+    "ci",
+    parent=settings.get_profile("ci"),  # Hypothesis' own: derandomize, no deadline, print_blob
+    max_examples=CI_EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    database=None,
+    suppress_health_check=_slow_ok,
+)
+settings.register_profile(
+    "dev",
+    max_examples=4 * CI_EXAMPLES,
+    deadline=None,
+    print_blob=True,
+    database=DirectoryBasedExampleDatabase(".hypothesis/examples"),
+    suppress_health_check=_slow_ok,
+)
+settings.register_profile(
+    "exhaustive",
+    max_examples=20 * CI_EXAMPLES,
+    deadline=None,
+    print_blob=True,
+    database=DirectoryBasedExampleDatabase(".hypothesis/examples"),
+    phases=tuple(Phase),  # explicit, reuse, generate, target, shrink, explain
+    suppress_health_check=_slow_ok,
+)
+
+
+def _default_profile() -> str:
+    if "HYPOTHESIS_PROFILE" in os.environ:
+        return os.environ["HYPOTHESIS_PROFILE"]
+    from hypothesis._settings import is_in_ci
+
+    return "ci" if is_in_ci() else "dev"
+
+
+# `--hypothesis-profile` (Hypothesis' pytest plugin) overrides this in pytest_configure.
+settings.load_profile(_default_profile())
+
+
+# -- command line ----------------------------------------------------------------------------------
+def pytest_addoption(parser):
+    group = parser.getgroup("hfprops", "hfprops: models under test")
+    group.addoption(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="model to test (repeatable): a zoo name, 'minilm', a checkpoint directory, or a hub id "
+        "already in the local HF cache. Default: the whole zoo.",
+    )
+    group.addoption(
+        "--allow-pickle",
+        action="store_true",
+        help="allow loading checkpoints whose only weights are pickle files (*.bin); off by default",
+    )
+
+
+def _mark_name(model_name: str) -> str:
+    return re.sub(r"\W", "_", model_name)
+
+
+def pytest_configure(config):
+    import transformers
+
+    from zoo.checkpoints import REAL_MODELS, ModelArgError, resolve_model_arg
+    from zoo.registry import SubjectRegistry
+    from zoo.tiny import ZOO_NAMES
+
+    transformers.logging.set_verbosity_error()
+    config.addinivalue_line("markers", "needs(*capabilities): run only on models with these capabilities")
+    args = config.getoption("model") or list(ZOO_NAMES)
+    try:
+        refs = [resolve_model_arg(arg, allow_pickle=config.getoption("allow_pickle")) for arg in args]
+    except ModelArgError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    for name in list(ZOO_NAMES) + list(REAL_MODELS) + [ref.name for ref in refs]:
+        config.addinivalue_line("markers", f"{_mark_name(name)}: tests on the model {name}")
+    config.stash[REGISTRY] = SubjectRegistry(refs)
+
+
+REGISTRY = pytest.StashKey["SubjectRegistry"]()
+
+
+def pytest_report_header(config):
+    registry = config.stash.get(REGISTRY, None)
+    names = ", ".join(registry.names()) if registry else "-"
+    return [
+        f"hfprops: profile={settings._current_profile}, torch threads={THREADS}, "
+        f"torch {torch.__version__}, transformers {__import__('transformers').__version__}",
+        f"hfprops: models: {names}",
+    ]
+
+
+def _subject_or_usage_error(config, name: str):
+    from zoo.checkpoints import ModelArgError
+
+    try:
+        return config.stash[REGISTRY][name]
+    except ModelArgError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    except Exception as exc:  # a checkpoint that passed the checks but does not load
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise pytest.UsageError(f"--model {name}: could not load: {type(exc).__name__}: {first_line}") from None
+
+
+def pytest_generate_tests(metafunc):
+    if "subject" not in metafunc.fixturenames:
+        return
+    needs = [cap for mark in metafunc.definition.iter_markers("needs") for cap in mark.args]
+    registry = metafunc.config.stash[REGISTRY]
+    params = []
+    for name in registry.names():
+        spec = _subject_or_usage_error(metafunc.config, name).spec
+        if spec.has(*needs):
+            marks = [getattr(pytest.mark, _mark_name(name)), getattr(pytest.mark, spec.modality)]
+            params.append(pytest.param(name, marks=marks, id=name))
+    metafunc.parametrize("subject", params, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def subject(request):
+    """The model under test (built once per session), wrapped with its calling convention."""
+    return _subject_or_usage_error(request.config, request.param)
+
+
+def known_failures() -> list[dict]:
+    """The entries of the one xfail list, `properties/xfails.toml`."""
+    with XFAILS.open("rb") as f:
+        return tomllib.load(f).get("xfail", [])
+
+
+def pytest_collection_modifyitems(config, items):
+    entries = known_failures()
+    for item in items:
+        for entry in entries:
+            if fnmatch.fnmatchcase(item.nodeid, entry["test"]):
+                reason = entry["reason"] + (f" | shrunk input: {entry['input']}" if "input" in entry else "")
+                item.add_marker(pytest.mark.xfail(reason=reason, strict=entry.get("strict", True)))

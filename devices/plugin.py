@@ -1,0 +1,1 @@
+"""pytest hooks for devices (loaded by conftest.py through `pytest_plugins`)."""

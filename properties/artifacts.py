@@ -1,0 +1,1 @@
+"""Failure artifacts (loaded by conftest.py through `pytest_plugins`)."""

@@ -1,0 +1,21 @@
+"""Determinism: in eval mode the same input twice gives bit-identical outputs."""
+
+from hypothesis import given, strategies as st
+
+from devices.tolerance import assert_outputs_close, tolerance
+from strategies.batches import model_inputs
+
+PROPERTY = "determinism"
+
+
+def check_deterministic(subject, inputs) -> None:
+    """Two forwards of the same input in eval mode agree bit for bit."""
+    first = subject.forward(inputs, hidden_states=True)
+    second = subject.forward(inputs, hidden_states=True)
+    dtype = next(iter(first.values())).dtype
+    assert_outputs_close(second, first, tolerance(dtype, "exact"), model=subject.name, prop=PROPERTY)
+
+
+@given(data=st.data())
+def test_deterministic(subject, data):
+    check_deterministic(subject, data.draw(model_inputs(subject.spec), label="inputs"))

@@ -1,0 +1,32 @@
+"""Tiny processors a user would pair with the zoo models: tokenizers, image processors, feature
+extractors, sized to match `zoo/tiny.py`."""
+
+from __future__ import annotations
+
+from zoo.offline_tokenizers import build_tokenizer
+from zoo.tiny import IMAGE_SIZE, MEL_BINS, SAMPLING_RATE, TinyModel
+
+
+def build_processor(row: TinyModel):
+    """The tokenizer or processor for a zoo row (None for a model that takes no preprocessing)."""
+    tokenizer = build_tokenizer(row.tokenizer) if row.tokenizer else None
+    if row.processor is None:
+        return tokenizer
+    if row.processor == "vit":
+        from transformers import ViTImageProcessorPil as ViTImageProcessor
+
+        return ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    if row.processor == "clip":
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor, CLIPProcessor
+
+        images = CLIPImageProcessor(
+            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        )
+        return CLIPProcessor(image_processor=images, tokenizer=tokenizer)
+    if row.processor == "whisper":
+        from transformers import WhisperFeatureExtractor, WhisperProcessor
+
+        # chunk_length=1 s at 16 kHz, hop 160 -> 100 frames == 2 x max_source_positions (50)
+        features = WhisperFeatureExtractor(feature_size=MEL_BINS, chunk_length=1, sampling_rate=SAMPLING_RATE)
+        return WhisperProcessor(feature_extractor=features, tokenizer=tokenizer)
+    raise ValueError(f"unknown processor kind {row.processor!r}")

@@ -1,0 +1,214 @@
+"""`Subject`: a model under test plus its calling convention.
+
+Properties never branch on model type; they ask the subject. The subject knows which inputs the
+model takes, which outputs exist, how big each output must be (the shape contract), and how to
+rebuild itself around another model object (reloaded, converted, or deliberately broken).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from zoo.spec import ModelSpec
+
+# Outputs that are not numerical results of the forward pass.
+_SKIPPED_OUTPUTS = {"past_key_values", "cache", "loss"}
+
+
+def flatten_outputs(output: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A model output as a flat `{name: tensor}` dict: tuples become `name.i`, nested outputs `a.b`."""
+    flat: dict[str, torch.Tensor] = {}
+    items = output.items() if isinstance(output, Mapping) else enumerate(output)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if key in _SKIPPED_OUTPUTS or value is None:
+            continue
+        if isinstance(value, torch.Tensor):
+            flat[name] = value
+        elif isinstance(value, (tuple, list, Mapping)):
+            flat.update(flatten_outputs(value, prefix=name + "."))
+    return flat
+
+
+def to_tensors(inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Strategy draws (numpy arrays) as tensors the model owns: copies, so the draw stays intact."""
+    out = {}
+    for key, value in inputs.items():
+        if isinstance(value, np.ndarray):
+            out[key] = torch.from_numpy(np.ascontiguousarray(value).copy())
+        elif isinstance(value, torch.Tensor):
+            out[key] = value
+        else:
+            out[key] = torch.as_tensor(value)
+    return out
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count only real tokens, as `generate` does for left-padded batches."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0)
+
+
+@dataclass
+class Subject:
+    """A model in eval mode, its spec and the processor a user would use with it."""
+
+    spec: ModelSpec
+    model: torch.nn.Module
+    processor: Any = None
+    _accepts: frozenset[str] = field(default=frozenset(), repr=False)
+
+    def __post_init__(self):
+        self.model.eval()
+        params = inspect.signature(self.model.forward).parameters
+        self._accepts = frozenset(params)
+
+    def __repr__(self) -> str:  # Hypothesis prints arguments of failing examples: keep it short
+        return f"Subject({self.spec.name}, {type(self.model).__name__}, {self.spec.source})"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def with_model(self, model: torch.nn.Module, **spec_changes) -> "Subject":
+        """The same calling convention around another model (reloaded, converted, defective)."""
+        spec = replace(self.spec, **spec_changes) if spec_changes else self.spec
+        return Subject(spec, model, self.processor)
+
+    def converted(self, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> "Subject":
+        """A copy of this subject with its model cast to `dtype` and/or moved to `device`.
+
+        The session's subject is never moved or cast in place: other tests share it.
+        """
+        model = copy.deepcopy(self.model).to(device=device, dtype=dtype)
+        return self.with_model(model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    # -- calling convention -------------------------------------------------------------------
+    def model_kwargs(self, inputs: Mapping[str, Any], *, hidden_states: bool = False, **extra) -> dict:
+        """Keyword arguments for `model(**kwargs)` from drawn inputs, on the model's device and dtype."""
+        device, dtype = self.device, self.dtype
+        kwargs = {
+            key: value.to(device=device, dtype=dtype if value.is_floating_point() else None)
+            for key, value in to_tensors(inputs).items()
+        }
+        if (
+            self.spec.has("causal")
+            and "attention_mask" in kwargs
+            and "position_ids" not in kwargs
+            and "position_ids" in self._accepts
+        ):
+            # GPT-2 does not derive positions from the mask; left padding needs them explicitly.
+            kwargs["position_ids"] = positions_from_mask(kwargs["attention_mask"])
+        if "use_cache" in self._accepts:
+            kwargs.setdefault("use_cache", False)
+        if hidden_states and self.spec.has("hidden_states"):
+            kwargs["output_hidden_states"] = True
+        kwargs["return_dict"] = True
+        kwargs.update(extra)
+        return kwargs
+
+    def raw_forward(self, inputs: Mapping[str, Any], **kwargs):
+        with torch.no_grad():
+            return self.model(**self.model_kwargs(inputs, **kwargs))
+
+    def forward(self, inputs: Mapping[str, Any], **kwargs) -> dict[str, torch.Tensor]:
+        """Run the model without gradients and return its outputs as a flat `{name: tensor}` dict."""
+        return flatten_outputs(self.raw_forward(inputs, **kwargs))
+
+    def real_token_masks(self, outputs: Mapping[str, torch.Tensor], inputs: Mapping[str, Any]) -> dict:
+        """For each output indexed by (batch, input token), a bool mask of its real (unpadded) tokens.
+
+        Pass it as `masks=` to `devices.tolerance.assert_outputs_close` to compare real positions only.
+        Decoder-side outputs of encoder-decoder models and image-side outputs have no padding.
+        """
+        if "attention_mask" not in inputs:
+            return {}
+        mask = to_tensors({"m": inputs["attention_mask"]})["m"].bool()
+        masks = {}
+        for name, tensor in outputs.items():
+            decoder_side = self.spec.has("encoder_decoder") and (name == "logits" or name.startswith("decoder_"))
+            image_side = name.startswith("vision_model_output") or name in ("image_embeds", "logits_per_image")
+            if decoder_side or image_side or tensor.dim() < 2 or tuple(tensor.shape[:2]) != tuple(mask.shape):
+                continue
+            masks[name] = mask.to(tensor.device)
+        return masks
+
+    # -- shape contract -------------------------------------------------------------------------
+    def expected_shapes(self, inputs: Mapping[str, Any], *, hidden_states: bool = False) -> dict[str, tuple]:
+        """The shape every output must have, derived from the input shapes and the config alone."""
+        spec, sizes = self.spec, {k: tuple(np.shape(v)) for k, v in inputs.items()}
+        hidden, layers = spec.hidden_size, spec.num_layers
+        with_layers = hidden_states and spec.has("hidden_states")
+        shapes: dict[str, tuple] = {}
+
+        def stream(prefix: str, batch: int, length: int, width: int, pooled: int, count: int = layers):
+            shapes[f"{prefix}last_hidden_state"] = (batch, length, width)
+            if pooled:
+                shapes[f"{prefix}pooler_output"] = (batch, pooled)
+            if with_layers:
+                shapes.update({f"{prefix}hidden_states.{i}": (batch, length, width) for i in range(count + 1)})
+
+        text = sizes.get("input_ids")
+        image_len = (spec.image_size // spec.extra.get("patch_size", 1)) ** 2 + 1 if spec.has("vision") else 0
+        if spec.has("text", "vision"):  # dual encoder (CLIP)
+            bt, bi, proj = text[0], sizes["pixel_values"][0], spec.extra["projection_dim"]
+            # transformers 5 replaces the towers' pooler_output with its projection
+            stream("text_model_output.", bt, text[1], hidden, proj)
+            stream("vision_model_output.", bi, image_len, spec.extra["vision_hidden_size"], proj)
+            shapes.update(
+                text_embeds=(bt, proj), image_embeds=(bi, proj), logits_per_image=(bi, bt), logits_per_text=(bt, bi)
+            )
+        elif spec.has("encoder_decoder"):
+            batch = (text or sizes.get("input_features"))[0]
+            enc_len = text[1] if text else spec.num_frames // 2
+            dec_len = sizes["decoder_input_ids"][1]
+            shapes["logits"] = (batch, dec_len, spec.decoder_vocab_size or spec.vocab_size)
+            shapes["encoder_last_hidden_state"] = (batch, enc_len, hidden)
+            if with_layers:
+                for side, length in (("encoder", enc_len), ("decoder", dec_len)):
+                    shapes.update({f"{side}_hidden_states.{i}": (batch, length, hidden) for i in range(layers + 1)})
+        elif spec.has("causal"):
+            shapes["logits"] = (text[0], text[1], spec.vocab_size)
+            if with_layers:
+                shapes.update({f"hidden_states.{i}": (text[0], text[1], hidden) for i in range(layers + 1)})
+        elif spec.has("vision"):
+            stream("", sizes["pixel_values"][0], image_len, hidden, hidden if spec.has("pooler") else 0)
+        else:
+            stream("", text[0], text[1], hidden, hidden if spec.has("pooler") else 0)
+        return shapes
+
+
+def save_and_reload(subject: Subject, directory) -> tuple[Subject, dict]:
+    """`save_pretrained` (safetensors) into `directory`, then `from_pretrained` with the same class.
+
+    Returns the reloaded subject and transformers' loading info (missing, unexpected and
+    mismatched keys): transformers 5 renames keys on save, so the files are judged by whether
+    loading them finds every weight, not by comparing key names with the live state dict.
+    """
+    subject.model.save_pretrained(directory)
+    reloaded, info = type(subject.model).from_pretrained(
+        directory, local_files_only=True, use_safetensors=True, output_loading_info=True
+    )
+    return subject.with_model(reloaded.eval()), info
+
+
+def shared_parameters(model: torch.nn.Module) -> list[tuple[str, ...]]:
+    """Groups of parameter names that share one storage (tied weights), each group sorted."""
+    by_storage: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        by_storage.setdefault(param.data_ptr(), []).append(name)
+    return sorted(tuple(sorted(names)) for names in by_storage.values() if len(names) > 1)
