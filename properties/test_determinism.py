@@ -3,6 +3,7 @@
 from hypothesis import given, strategies as st
 
 from devices.tolerance import assert_outputs_close, tolerance
+from properties.artifacts import record
 from strategies.batches import model_inputs
 
 PROPERTY = "determinism"
@@ -18,4 +19,6 @@ def check_deterministic(subject, inputs) -> None:
 
 @given(data=st.data())
 def test_deterministic(subject, data):
-    check_deterministic(subject, data.draw(model_inputs(subject.spec), label="inputs"))
+    inputs = data.draw(model_inputs(subject.spec), label="inputs")
+    record(subject, inputs, prop=PROPERTY)
+    check_deterministic(subject, inputs)

@@ -3,6 +3,7 @@
 import torch
 from hypothesis import given, strategies as st
 
+from properties.artifacts import record
 from strategies.batches import model_inputs
 
 PROPERTY = "finite"
@@ -27,4 +28,6 @@ def check_finite(subject, inputs) -> None:
 
 @given(data=st.data())
 def test_finite(subject, data):
-    check_finite(subject, data.draw(model_inputs(subject.spec), label="inputs"))
+    inputs = data.draw(model_inputs(subject.spec), label="inputs")
+    record(subject, inputs, prop=PROPERTY)
+    check_finite(subject, inputs)

@@ -7,6 +7,7 @@ from devices.tolerance import assert_outputs_close, tolerance
 from strategies.audio import waveforms
 from strategies.images import pil_images
 from strategies.text import text
+from properties.artifacts import record
 from zoo import pipelines
 
 PROPERTY = "pipeline agrees with forward"
@@ -39,4 +40,5 @@ def pipe(subject):
 @given(data=st.data())
 def test_pipeline_agrees(subject, pipe, data):
     raw = data.draw(RAW_INPUTS[pipelines.raw_input_kind(subject)], label="raw input")
+    record(subject, {}, prop=PROPERTY, raw_input=raw)
     check_pipeline_agrees(subject, pipe, raw)

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from devices.tolerance import assert_outputs_close, tolerance
+from properties.artifacts import record
 from strategies.batches import model_inputs
 from zoo.subject import save_and_reload, shared_parameters
 
@@ -58,4 +59,6 @@ def test_same_structure(subject, saved):
 
 @given(data=st.data())
 def test_same_outputs(subject, saved, data):
-    check_same_outputs(subject, saved[1], data.draw(model_inputs(subject.spec), label="inputs"))
+    inputs = data.draw(model_inputs(subject.spec), label="inputs")
+    record(subject, inputs, prop=PROPERTY, reloaded_from=str(saved[0]))
+    check_same_outputs(subject, saved[1], inputs)

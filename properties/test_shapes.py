@@ -2,6 +2,7 @@
 
 from hypothesis import given, strategies as st
 
+from properties.artifacts import record
 from strategies.batches import model_inputs
 
 PROPERTY = "shape contract"
@@ -24,4 +25,6 @@ def check_shapes(subject, inputs) -> None:
 
 @given(data=st.data())
 def test_shapes(subject, data):
-    check_shapes(subject, data.draw(model_inputs(subject.spec), label="inputs"))
+    inputs = data.draw(model_inputs(subject.spec), label="inputs")
+    record(subject, inputs, prop=PROPERTY)
+    check_shapes(subject, inputs)
