@@ -10,6 +10,9 @@ from zoo.tiny import IMAGE_SIZE, MEL_BINS, SAMPLING_RATE, TinyModel
 def build_processor(row: TinyModel):
     """The tokenizer or processor for a zoo row (None for a model that takes no preprocessing)."""
     tokenizer = build_tokenizer(row.tokenizer) if row.tokenizer else None
+    if tokenizer is not None:
+        # the longest input_ids the model takes: `truncation=True` cuts there, as on the hub
+        tokenizer.model_max_length = row.max_length
     if row.processor is None:
         return tokenizer
     if row.processor == "vit":

@@ -1,0 +1,363 @@
+"""Tokenizers: round trips, offsets, truncation, batching, padding, templates and clear errors.
+
+Runs on every subject whose processor has a tokenizer (`processor.tokenizer` or the processor
+itself), on raw text from `strategies.text`: whitespace of every kind, control characters,
+combining marks, RTL and CJK scripts, emoji sequences, long words, the model's own special-token
+strings. The template (the special ids put before and after the text) is read off the tokenizer
+once, from a reference text, and must then hold for every text.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, strategies as st
+
+from properties.artifacts import record
+from properties.clear_errors import describe, short, unclear
+from strategies.text import non_text_inputs, text, texts
+from strategies.tokens import id_lists
+
+MAX_CHARS = 160  # long enough to pass the zoo's 32/64-token limits with most scripts
+REFERENCE_TEXT = "hello world"
+
+
+# -- reading the tokenizer ---------------------------------------------------------------------------
+def tokenizer_of(subject):
+    """The subject's tokenizer (`processor.tokenizer` or the processor), or None."""
+    from transformers import PreTrainedTokenizerBase
+
+    candidate = getattr(subject.processor, "tokenizer", subject.processor)
+    return candidate if isinstance(candidate, PreTrainedTokenizerBase) else None
+
+
+def max_length_of(subject) -> int:
+    """The longest input_ids the model takes (the decoder's, for a speech model's tokenizer)."""
+    return subject.spec.max_length or subject.spec.decoder_max_length
+
+
+def template(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text (its post-processing template)."""
+    full = tokenizer(REFERENCE_TEXT)["input_ids"]
+    plain = tokenizer(REFERENCE_TEXT, add_special_tokens=False)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return full[:start], full[start + len(plain):]
+    raise AssertionError(f"the ids of {REFERENCE_TEXT!r} with special tokens {full} do not contain those without {plain}")
+
+
+def _backend(tokenizer):
+    return getattr(tokenizer, "backend_tokenizer", None)
+
+
+def is_byte_level(tokenizer) -> bool:
+    """Byte-level BPE (GPT-2, RoBERTa, LLaMA 3, Whisper ...): every string has an exact round trip."""
+    from tokenizers import decoders
+
+    backend = _backend(tokenizer)
+    return backend is not None and isinstance(backend.decoder, decoders.ByteLevel)
+
+
+def normalized_form(tokenizer, raw: str) -> str:
+    """`raw` as the tokenizer's normalizer sees it; added tokens (`[CLS]`, `</s>`) are matched before
+    normalization, so they stay as they are."""
+    backend = _backend(tokenizer)
+    normalizer = backend.normalizer if backend is not None else None
+    if normalizer is None:
+        return raw
+    added = sorted({str(t) for t in tokenizer.added_tokens_decoder.values()}, key=len, reverse=True)
+    if not added:
+        return normalizer.normalize_str(raw)
+    parts = re.split("(" + "|".join(map(re.escape, added)) + ")", raw)
+    return "".join(part if part in added else normalizer.normalize_str(part) for part in parts)
+
+
+def _tokenizer_or_skip(subject):
+    tokenizer = tokenizer_of(subject)
+    if tokenizer is None:
+        pytest.skip(f"{subject.name} has no tokenizer")
+    return tokenizer
+
+
+def _texts_for(tokenizer, **kwargs):
+    return text(max_size=MAX_CHARS, special_tokens=tuple(tokenizer.all_special_tokens), **kwargs)
+
+
+# -- round trip --------------------------------------------------------------------------------------
+ROUND_TRIP = "tokenizer round trip"
+# Metaspace (SentencePiece) turns spaces into U+2581 and back: both count as whitespace.
+_WHITESPACE = re.compile(r"[\s\u2581]+")
+
+
+def _compact(value: str) -> str:
+    return _WHITESPACE.sub("", value)
+
+
+def check_round_trip(subject, raw: str) -> None:
+    """decode(encode(text)) is the text itself for byte-level BPE, and the normalizer's form of the
+    text for other families (whitespace aside, each unknown token standing for what the vocab lacks)."""
+    tokenizer = tokenizer_of(subject)
+    ids = tokenizer(raw, add_special_tokens=False)["input_ids"]
+    decoded = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    expected = normalized_form(tokenizer, raw)
+    unk = tokenizer.unk_token_id
+    if is_byte_level(tokenizer) and unk not in ids:
+        assert decoded == expected, (
+            f"[{subject.name}] {ROUND_TRIP}: byte-level BPE must decode back to the exact text\n"
+            f"text    {raw!r}\ndecoded {decoded!r}\nids     {ids}"
+        )
+        return
+    pieces = _compact(decoded).split(str(tokenizer.unk_token)) if unk in ids else [_compact(decoded)]
+    pattern = "(?s)" + ".*?".join(map(re.escape, pieces))
+    assert re.fullmatch(pattern, _compact(expected)), (
+        f"[{subject.name}] {ROUND_TRIP}: decode(encode(text)) is not the normalizer's form of the text "
+        f"(whitespace ignored, {tokenizer.unk_token!s} standing for unknown characters)\n"
+        f"text       {raw!r}\nnormalized {expected!r}\ndecoded    {decoded!r}\nids        {ids}"
+    )
+
+
+# -- offsets -----------------------------------------------------------------------------------------
+OFFSETS = "tokenizer offsets"
+
+
+def check_offsets(subject, raw: str) -> None:
+    """Every token's (start, end) offsets lie inside the text, and they never go backwards."""
+    tokenizer = tokenizer_of(subject)
+    enc = tokenizer(raw, return_offsets_mapping=True, return_special_tokens_mask=True)
+    previous = (0, 0)
+    for position, ((start, end), special) in enumerate(zip(enc["offset_mapping"], enc["special_tokens_mask"])):
+        where = f"token {position} (id {enc['input_ids'][position]}) of {len(enc['input_ids'])}"
+        assert 0 <= start <= end <= len(raw), (
+            f"[{subject.name}] {OFFSETS}: {where} has offsets ({start}, {end}) outside the text of "
+            f"{len(raw)} characters\ntext {raw!r}\noffsets {enc['offset_mapping']}"
+        )
+        if special:
+            continue
+        assert (start, end) >= previous and end >= previous[1], (
+            f"[{subject.name}] {OFFSETS}: {where} goes backwards: ({start}, {end}) after {previous}\n"
+            f"text {raw!r}\noffsets {enc['offset_mapping']}"
+        )
+        previous = (start, end)
+
+
+# -- truncation --------------------------------------------------------------------------------------
+TRUNCATION = "tokenizer truncation"
+
+
+def check_truncation(subject, case: tuple[str, int | None]) -> None:
+    """`truncation=True, max_length=m` gives at most m ids: the template's special ids around the
+    text's first ids. Without `max_length`, the model's own maximum applies."""
+    raw, max_length = case
+    tokenizer = tokenizer_of(subject)
+    limit = max_length if max_length is not None else max_length_of(subject)
+    kwargs = {"max_length": max_length} if max_length is not None else {}
+    got = tokenizer(raw, truncation=True, **kwargs)["input_ids"]
+    how = f"truncation=True, max_length={max_length}" if max_length is not None else (
+        f"truncation=True without max_length (model maximum {limit}, tokenizer.model_max_length="
+        f"{tokenizer.model_max_length})")
+    assert len(got) <= limit, (
+        f"[{subject.name}] {TRUNCATION}: {how} gave {len(got)} ids, more than {limit}\ntext {raw!r}\nids {got}"
+    )
+    prefix, suffix = template(tokenizer)
+    budget = limit - len(prefix) - len(suffix)
+    if budget >= 0:
+        plain = tokenizer(raw, add_special_tokens=False)["input_ids"]
+        expected = prefix + plain[:budget] + suffix
+        assert got == expected, (
+            f"[{subject.name}] {TRUNCATION}: {how} must keep the template {prefix} ... {suffix} around the "
+            f"first {budget} ids of the text\ntext     {raw!r}\nexpected {expected}\ngot      {got}"
+        )
+
+
+def truncation_cases(subject, *, below_template: bool):
+    """(text, max_length): max_length from the template's size up to the model's maximum (or None,
+    the model's maximum); `below_template`: max_length from 0 up to the template's size."""
+    tokenizer = tokenizer_of(subject)
+    prefix, suffix = template(tokenizer)
+    specials = len(prefix) + len(suffix)
+    if below_template:  # only max_length matters here: short plain text keeps shrinking quick
+        return st.tuples(st.text(max_size=8), st.integers(0, specials))
+    lengths = st.none() | st.integers(specials, max_length_of(subject)) | st.just(max_length_of(subject))
+    return st.tuples(_texts_for(tokenizer), lengths)
+
+
+@given(data=st.data())
+def test_truncation(subject, data):
+    _tokenizer_or_skip(subject)
+    case = data.draw(truncation_cases(subject, below_template=False), label="text, max_length")
+    record(subject, {}, prop=TRUNCATION, raw_input=case[0], max_length=case[1])
+    check_truncation(subject, case)
+
+
+@given(data=st.data())
+def test_truncation_to_tiny_lengths(subject, data):
+    """max_length at or below the number of template tokens (0 included) must still be respected."""
+    _tokenizer_or_skip(subject)
+    case = data.draw(truncation_cases(subject, below_template=True), label="text, max_length")
+    record(subject, {}, prop=TRUNCATION, raw_input=case[0], max_length=case[1])
+    check_truncation(subject, case)
+
+
+# -- batch vs items, padding -------------------------------------------------------------------------
+BATCH = "tokenizer batch equals items"
+PADDING = "tokenizer padding"
+
+
+def check_batch_matches_items(subject, batch: list[str]) -> None:
+    """Encoding a batch gives each text the ids it gets when encoded alone."""
+    tokenizer = tokenizer_of(subject)
+    together = tokenizer(batch)["input_ids"]
+    for i, raw in enumerate(batch):
+        alone = tokenizer(raw)["input_ids"]
+        assert together[i] == alone, (
+            f"[{subject.name}] {BATCH}: item {i} of {len(batch)} encodes differently in the batch\n"
+            f"text     {raw!r}\nalone    {alone}\nin batch {together[i]}"
+        )
+
+
+def check_padding(subject, case: tuple[list[str], str]) -> None:
+    """With `padding=True` and a padding side, every row holds its item's ids on the real side, pad ids
+    on the other, and the attention mask is 1 exactly on the real ids."""
+    batch, side = case
+    tokenizer = tokenizer_of(subject)
+    if tokenizer.pad_token_id is None:
+        with pytest.raises(Exception) as raised:
+            tokenizer(batch, padding=True, padding_side=side)
+        problem = unclear(raised.value)
+        assert problem is None, (
+            f"[{subject.name}] {PADDING}: without a pad token, padding must fail clearly, but it raised "
+            f"{describe(raised.value)}: {problem}"
+        )
+        return
+    enc = tokenizer(batch, padding=True, padding_side=side)
+    items = [tokenizer(raw)["input_ids"] for raw in batch]
+    longest = max(len(ids) for ids in items)
+    pad = tokenizer.pad_token_id
+    for i, ids in enumerate(items):
+        fill = longest - len(ids)
+        real = [1] * len(ids)
+        expected_ids = ids + [pad] * fill if side == "right" else [pad] * fill + ids
+        expected_mask = real + [0] * fill if side == "right" else [0] * fill + real
+        row, mask = list(enc["input_ids"][i]), list(enc["attention_mask"][i])
+        context = f"item {i} of {len(batch)}, padding_side={side!r}, pad id {pad}\ntext {batch[i]!r}"
+        assert row == expected_ids, (
+            f"[{subject.name}] {PADDING}: ids differ from the item's ids padded on the {side}\n{context}\n"
+            f"expected {expected_ids}\ngot      {row}"
+        )
+        assert mask == expected_mask, (
+            f"[{subject.name}] {PADDING}: attention mask is not 1 exactly on the real ids\n{context}\n"
+            f"ids      {row}\nexpected {expected_mask}\ngot      {mask}"
+        )
+
+
+
+
+# -- special tokens ----------------------------------------------------------------------------------
+SPECIALS = "tokenizer special tokens"
+
+
+def check_special_tokens(subject, raw: str) -> None:
+    """With special tokens, the ids are the template's special ids around the text's own ids, and the
+    special-tokens mask marks exactly those."""
+    tokenizer = tokenizer_of(subject)
+    prefix, suffix = template(tokenizer)
+    enc = tokenizer(raw, return_special_tokens_mask=True)
+    plain = tokenizer(raw, add_special_tokens=False)["input_ids"]
+    specials = set(tokenizer.all_special_ids)
+    not_special = [i for i in prefix + suffix if i not in specials]
+    assert not not_special, (
+        f"[{subject.name}] {SPECIALS}: the template {prefix} ... {suffix} holds ids {not_special} that are "
+        f"not special ids {sorted(specials)}"
+    )
+    expected = prefix + plain + suffix
+    assert enc["input_ids"] == expected, (
+        f"[{subject.name}] {SPECIALS}: special tokens are not where the template puts them\n"
+        f"text     {raw!r}\nexpected {expected}\ngot      {enc['input_ids']}"
+    )
+    expected_mask = [1] * len(prefix) + [0] * len(plain) + [1] * len(suffix)
+    assert enc["special_tokens_mask"] == expected_mask, (
+        f"[{subject.name}] {SPECIALS}: the special-tokens mask does not mark the template's tokens\n"
+        f"text {raw!r}\nids      {enc['input_ids']}\nexpected {expected_mask}\ngot      {enc['special_tokens_mask']}"
+    )
+
+
+# -- the tests: one draw feeds every check that takes the same kind of input (the ci budget) -------
+@given(data=st.data())
+def test_text_encoding(subject, data):
+    """Round trip, offsets and template on one drawn text."""
+    tokenizer = _tokenizer_or_skip(subject)
+    raw = data.draw(_texts_for(tokenizer), label="text")
+    record(subject, {}, prop=f"{ROUND_TRIP}, {OFFSETS}, {SPECIALS}", raw_input=raw)
+    check_round_trip(subject, raw)
+    if tokenizer.is_fast:  # slow tokenizers have no offsets
+        check_offsets(subject, raw)
+    check_special_tokens(subject, raw)
+
+
+@given(data=st.data())
+def test_batch_and_padding(subject, data):
+    """A batch encodes as its items, and pads them on the drawn side with a matching mask."""
+    tokenizer = _tokenizer_or_skip(subject)
+    batch = data.draw(texts(1, 4, max_size=MAX_CHARS, special_tokens=tuple(tokenizer.all_special_tokens)),
+                      label="texts")
+    side = data.draw(st.sampled_from(("right", "left")), label="padding side")
+    record(subject, {}, prop=f"{BATCH}, {PADDING}", raw_input=batch, padding_side=side)
+    check_batch_matches_items(subject, batch)
+    check_padding(subject, (batch, side))
+
+
+# -- errors ------------------------------------------------------------------------------------------
+ERRORS = "tokenizer errors are clear"
+
+
+def _is_text(value) -> bool:
+    def ok(s):
+        return isinstance(s, str) and not any("\ud800" <= c <= "\udfff" for c in s)
+
+    return ok(value) or (isinstance(value, list) and len(value) > 0 and all(ok(v) for v in value))
+
+
+def check_encode_errors(subject, value) -> None:
+    """Encoding text never raises; encoding anything else works or raises a clear ValueError/TypeError."""
+    tokenizer = tokenizer_of(subject)
+    try:
+        tokenizer(value)
+    except Exception as exc:  # the property is about which exceptions escape
+        assert not _is_text(value), (
+            f"[{subject.name}] {ERRORS}: encoding valid text {short(value)} raised {describe(exc)}"
+        )
+        problem = unclear(exc)
+        assert problem is None, (
+            f"[{subject.name}] {ERRORS}: tokenizer({short(value)}) raised {describe(exc)}: {problem}"
+        )
+
+
+def check_decode_errors(subject, ids: list[int]) -> None:
+    """Decoding ids in the vocab gives a string; any other id decodes or raises a clear ValueError/TypeError."""
+    tokenizer = tokenizer_of(subject)
+    try:
+        decoded = tokenizer.decode(ids)
+    except Exception as exc:
+        valid = all(0 <= i < len(tokenizer) for i in ids)
+        assert not valid, f"[{subject.name}] {ERRORS}: decode({short(ids)}) of ids in the vocab raised {describe(exc)}"
+        problem = unclear(exc)
+        assert problem is None, f"[{subject.name}] {ERRORS}: decode({short(ids)}) raised {describe(exc)}: {problem}"
+    else:
+        assert isinstance(decoded, str), f"[{subject.name}] {ERRORS}: decode({short(ids)}) returned {short(decoded)}"
+
+
+@given(data=st.data())
+def test_encode_errors(subject, data):
+    tokenizer = _tokenizer_or_skip(subject)
+    value = data.draw(_texts_for(tokenizer) | texts(1, 3, max_size=20) | non_text_inputs(), label="input")
+    record(subject, {}, prop=ERRORS, raw_input=value)
+    check_encode_errors(subject, value)
+
+
+@given(data=st.data())
+def test_decode_errors(subject, data):
+    tokenizer = _tokenizer_or_skip(subject)
+    ids = data.draw(id_lists(len(tokenizer)), label="ids")
+    record(subject, {}, prop=ERRORS, raw_input=ids)
+    check_decode_errors(subject, ids)
