@@ -1,8 +1,17 @@
-"""Complete model inputs for a spec: the dict a subject's forward takes."""
+"""Complete model inputs for a spec: the dict a subject's forward takes.
+
+`model_inputs` draws a whole batch at once. `items` draws single items and `compose` stacks them
+into a padded batch (`Composed`) that remembers which row holds which item, so a property can
+compare an item alone with the same item inside a batch, in another order, or under more padding.
+"""
 
 from __future__ import annotations
 
-from hypothesis import strategies as st
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import event, strategies as st
+from hypothesis.extra.numpy import arrays
 
 from strategies import audio, images, tokens
 
@@ -17,7 +26,7 @@ def model_inputs(draw, spec, *, batch_sizes=(1, 4), padding_side: str | None = N
     inputs = {}
     batch = None
     if spec.has("text"):
-        side = padding_side or ("left" if spec.has("causal") else "right")
+        side = padding_side or default_padding_side(spec)
         inputs.update(
             draw(
                 tokens.token_batch(
@@ -44,3 +53,230 @@ def model_inputs(draw, spec, *, batch_sizes=(1, 4), padding_side: str | None = N
             label="decoder",
         )
     return inputs
+
+
+# -- items and the batches composed from them ------------------------------------------------------
+# Batch invariance, batch order and padding amount compare one item alone with the same item inside
+# a batch. So the inputs are drawn per item (a batch of one, no padding) and then composed into a
+# padded batch that remembers where each item went.
+
+
+@dataclass(frozen=True)
+class Composed:
+    """A padded batch built from items, and the items it was built from.
+
+    Row `i` of `inputs` holds `items[i]`; its attention mask marks which text positions are the
+    item's real tokens (left padding puts them at the end, right padding at the start).
+    """
+
+    inputs: dict[str, np.ndarray]
+    items: tuple[dict[str, np.ndarray], ...]
+    padding_side: str | None  # None: the spec has no text, so nothing is padded
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def row(self, index: int) -> dict[str, np.ndarray]:
+        """Row `index` of the batch as a batch of one, its padding kept."""
+        return {key: value[index : index + 1] for key, value in self.inputs.items()}
+
+    def permuted(self, order) -> "Composed":
+        """The same items in another order: row `i` of the result is row `order[i]` of this batch."""
+        order = list(order)
+        return Composed(
+            {key: value[order] for key, value in self.inputs.items()},
+            tuple(self.items[i] for i in order),
+            self.padding_side,
+        )
+
+
+def default_padding_side(spec) -> str:
+    """Left padding for causal models (the layout generation uses), right padding otherwise."""
+    return "left" if spec.has("causal") else "right"
+
+
+def compose(spec, items, *, padding_side: str | None = None, extra_padding: int = 0,
+            filler: int | None = None) -> Composed:
+    """Stack `items` (each a batch of one) into one batch, padding text to the longest plus `extra_padding`.
+
+    Padded positions hold `filler` (the pad token by default) and are masked out; every other
+    input (pixels, features, decoder ids) is stacked as it is.
+    """
+    if not spec.has("text"):
+        inputs = {key: np.concatenate([item[key] for item in items]) for key in items[0]}
+        return Composed(inputs, tuple(items), None)
+    side = padding_side or default_padding_side(spec)
+    if filler is None:
+        filler = spec.pad_token_id if spec.pad_token_id is not None else 0
+    width = max(item["input_ids"].shape[1] for item in items) + extra_padding
+    ids = np.full((len(items), width), filler, dtype=np.int64)
+    mask = np.zeros((len(items), width), dtype=np.int64)
+    for row, item in enumerate(items):
+        n = item["input_ids"].shape[1]
+        real = slice(width - n, width) if side == "left" else slice(0, n)
+        ids[row, real] = item["input_ids"][0]
+        mask[row, real] = 1
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    for key in items[0]:
+        if key not in inputs:
+            inputs[key] = np.concatenate([item[key] for item in items])
+    return Composed(inputs, tuple(items), side)
+
+
+@st.composite
+def items(draw, spec, count: int, *, max_length: int | None = None):
+    """`count` single items for the spec (each a batch of one, no padding), sharing one decoder length.
+
+    Text lengths run 1..`max_length` (the spec's maximum by default) independently per item.
+    """
+    drawn = [{} for _ in range(count)]
+    if spec.has("text"):
+        for i, item in enumerate(drawn):
+            one = draw(
+                tokens.token_batch(
+                    spec.vocab_size, max_length or spec.max_length, batch_sizes=(1, 1), pad_token_id=None,
+                    bos_token_id=spec.bos_token_id, eos_token_id=spec.eos_token_id,
+                ),
+                label=f"item {i} text",
+            )
+            item["input_ids"], item["attention_mask"] = one["input_ids"], one["attention_mask"]
+    # The other inputs are drawn for all items at once and split into rows.
+    stacked = {}
+    if spec.has("vision"):
+        stacked["pixel_values"] = draw(images.pixel_values(count, spec.num_channels, spec.image_size), label="pixels")
+    if spec.has("audio"):
+        stacked["input_features"] = draw(
+            audio.input_features(count, spec.num_mel_bins, spec.num_frames), label="features"
+        )
+    if spec.has("encoder_decoder"):
+        stacked["decoder_input_ids"] = draw(
+            tokens.decoder_ids(spec.decoder_vocab_size, spec.decoder_max_length, count, spec.decoder_start_token_id),
+            label="decoder",
+        )
+    for key, value in stacked.items():
+        for i, item in enumerate(drawn):
+            item[key] = value[i : i + 1]
+    return drawn
+
+
+def fillers(spec, *, special: bool = False):
+    """What padded positions hold: None (the pad token) or one ordinary id; with `special`, a special id.
+
+    Whatever sits under the mask must not matter. Ordinary and special fillers are drawn by separate
+    tests because some models read special ids outside attention (CLIP pools the hidden state at the
+    first eos id in `input_ids`): that finding is recorded against the special-filler test alone
+    (properties/xfails.toml) instead of failing every padding test of the model.
+    """
+    specials = sorted(i for i in {spec.pad_token_id, spec.bos_token_id, spec.eos_token_id, *spec.special_token_ids}
+                      if i is not None)
+    if special:
+        return st.sampled_from(specials)
+    ordinary = st.integers(0, spec.vocab_size - 1).filter(lambda i: i not in specials)
+    return st.none() | ordinary
+
+
+@st.composite
+def composed_batches(draw, spec, *, batch_sizes=(2, 4)):
+    """A batch of `batch_sizes` items padded the spec's way (see `compose`), padding holding a `fillers` id."""
+    count = draw(st.integers(*batch_sizes), label="batch size")
+    drawn = draw(items(spec, count), label="items")
+    filler = draw(fillers(spec), label="filler id (None: pad token)") if spec.has("text") else None
+    if filler is not None:
+        event("padding holds an ordinary id")
+    batch = compose(spec, drawn, filler=filler)
+    if batch.padding_side and not batch.inputs["attention_mask"].all():
+        event(f"padding: {batch.padding_side}")
+    return batch
+
+
+@st.composite
+def reordered_batches(draw, spec, *, batch_sizes=(2, 4)):
+    """`(batch, order)`: a composed batch and a permutation of its rows (never the identity)."""
+    batch = draw(composed_batches(spec, batch_sizes=batch_sizes), label="batch")
+    identity = list(range(len(batch)))
+    order = draw(st.permutations(identity).filter(lambda order: order != identity), label="order")
+    return batch, order
+
+
+@st.composite
+def padding_amounts(draw, spec, *, batch_sizes=(1, 4), special_fillers: bool = False):
+    """`(tight, padded)`: the same items padded to the longest item, and with 1.. more masked positions.
+
+    Items are drawn one token short of the maximum so that at least one extra position fits. With
+    `special_fillers` the extra padding holds a special id (bos, eos, pad) instead of an ordinary one.
+    """
+    count = draw(st.integers(*batch_sizes), label="batch size")
+    drawn = draw(items(spec, count, max_length=spec.max_length - 1), label="items")
+    tight = compose(spec, drawn)
+    room = spec.max_length - tight.inputs["input_ids"].shape[1]
+    extra = draw(st.integers(1, room), label="extra padding")
+    filler = draw(fillers(spec, special=special_fillers), label="filler id (None: pad token)")
+    if extra == room:
+        event("padded to the model maximum")
+    return tight, compose(spec, drawn, extra_padding=extra, filler=filler)
+
+
+# -- malformed inputs ------------------------------------------------------------------------------
+BAD_INPUT_KINDS = ("id outside the vocab", "too long", "mask shape mismatch", "zero length", "empty batch")
+
+
+def bad_input_kinds(spec) -> tuple[str, ...]:
+    """The malformed inputs that apply to the spec: the text ones need text; any model can get an empty batch."""
+    return BAD_INPUT_KINDS if spec.has("text") else ("empty batch",)
+
+
+@st.composite
+def empty_batches(draw, spec):
+    """Every input the spec's model needs, with zero rows (drawn as shapes: there are no values to draw)."""
+    inputs = {}
+    if spec.has("text"):
+        length = draw(st.integers(1, spec.max_length), label="length")
+        inputs["input_ids"] = np.zeros((0, length), dtype=np.int64)
+        inputs["attention_mask"] = np.zeros((0, length), dtype=np.int64)
+    if spec.has("vision"):
+        inputs["pixel_values"] = np.zeros((0, spec.num_channels, spec.image_size, spec.image_size), np.float32)
+    if spec.has("audio"):
+        inputs["input_features"] = np.zeros((0, spec.num_mel_bins, spec.num_frames), np.float32)
+    if spec.has("encoder_decoder"):
+        length = draw(st.integers(1, spec.decoder_max_length), label="decoder length")
+        inputs["decoder_input_ids"] = np.zeros((0, length), dtype=np.int64)
+    return inputs
+
+
+@dataclass(frozen=True)
+class BadInput:
+    kind: str  # one of BAD_INPUT_KINDS
+    inputs: dict[str, np.ndarray]
+
+
+@st.composite
+def bad_inputs(draw, spec, kinds: tuple[str, ...] | None = None):
+    """A valid input (`model_inputs`, batch 1..2: the size is not what is wrong) with one thing wrong,
+    of a kind drawn from `kinds`."""
+    kind = draw(st.sampled_from(kinds or bad_input_kinds(spec)), label="kind")
+    event(f"bad input: {kind}")
+    if kind == "empty batch":
+        return BadInput(kind, draw(empty_batches(spec), label="empty batch"))
+    inputs = dict(draw(model_inputs(spec, batch_sizes=(1, 2)), label="valid inputs"))
+    ids, mask = inputs["input_ids"].copy(), inputs["attention_mask"]
+    batch, length = ids.shape
+    if kind == "id outside the vocab":
+        row, col = draw(st.sampled_from([tuple(int(i) for i in p) for p in np.argwhere(mask == 1)]), label="where")
+        above = st.integers(spec.vocab_size, spec.vocab_size + 1000)
+        ids[row, col] = draw(above | st.integers(-1000, -1), label="bad id")
+        inputs["input_ids"] = ids
+    elif kind == "too long":
+        longer = draw(st.integers(spec.max_length + 1, spec.max_length + 16), label="length")
+        inputs["input_ids"] = draw(
+            arrays(np.int64, (batch, longer), elements=st.integers(0, spec.vocab_size - 1)), label="ids"
+        )
+        inputs["attention_mask"] = np.ones((batch, longer), dtype=np.int64)
+    elif kind == "mask shape mismatch":
+        rows = draw(st.sampled_from(sorted({batch, batch + 1, max(batch - 1, 1)})), label="mask rows")
+        cols = draw(st.integers(max(length - 3, 0), length + 3).filter(lambda c: (rows, c) != (batch, length)),
+                    label="mask columns")
+        inputs["attention_mask"] = np.ones((rows, cols), dtype=np.int64)
+    elif kind == "zero length":
+        inputs["input_ids"] = ids[:, :0]
+        inputs["attention_mask"] = mask[:, :0]
+    return BadInput(kind, inputs)

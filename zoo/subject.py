@@ -19,6 +19,10 @@ from zoo.spec import ModelSpec
 
 # Outputs that are not numerical results of the forward pass.
 _SKIPPED_OUTPUTS = {"past_key_values", "cache", "loss"}
+# Outputs indexed by (text item, image item) or (image item, text item): both axes are batch axes.
+_PAIRWISE_OUTPUTS = {"logits_per_text", "logits_per_image"}
+# Per-token outputs with no feature axis (question answering); other 2-D outputs are pooled.
+_TOKEN_OUTPUTS_2D = {"start_logits", "end_logits"}
 
 
 def flatten_outputs(output: Any, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -71,6 +75,9 @@ class Subject:
 
     def __repr__(self) -> str:  # Hypothesis prints arguments of failing examples: keep it short
         return f"Subject({self.spec.name}, {type(self.model).__name__}, {self.spec.source})"
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # Hypothesis' pretty printer ignores __repr__ of dataclasses
+        printer.text(repr(self))
 
     @property
     def name(self) -> str:
@@ -142,10 +149,42 @@ class Subject:
         for name, tensor in outputs.items():
             decoder_side = self.spec.has("encoder_decoder") and (name == "logits" or name.startswith("decoder_"))
             image_side = name.startswith("vision_model_output") or name in ("image_embeds", "logits_per_image")
-            if decoder_side or image_side or tensor.dim() < 2 or tuple(tensor.shape[:2]) != tuple(mask.shape):
+            # A pooled (batch, width) output can match the mask's shape by chance: only per-token outputs count.
+            per_token = tensor.dim() >= 3 or name.rsplit(".", 1)[-1] in _TOKEN_OUTPUTS_2D
+            if decoder_side or image_side or not per_token or tuple(tensor.shape[:2]) != tuple(mask.shape):
                 continue
             masks[name] = mask.to(tensor.device)
         return masks
+
+    def select_rows(self, outputs: Mapping[str, torch.Tensor], rows) -> dict[str, torch.Tensor]:
+        """The outputs of batch rows `rows`, in that order (pairwise outputs such as CLIP's
+        `logits_per_text` are indexed on both batch axes)."""
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        picked = {}
+        for name, tensor in outputs.items():
+            tensor = tensor[index.to(tensor.device)]
+            if name.rsplit(".", 1)[-1] in _PAIRWISE_OUTPUTS:
+                tensor = tensor[:, index.to(tensor.device)]
+            picked[name] = tensor
+        return picked
+
+    def row_outputs(self, outputs: Mapping[str, torch.Tensor], inputs: Mapping[str, Any], row: int) -> dict:
+        """Row `row` of batched outputs, per-token outputs cut to that row's real tokens.
+
+        The result has the shapes the row's item gives when run alone without padding.
+        """
+        masks = self.real_token_masks(outputs, inputs)
+        picked = self.select_rows(outputs, [row])
+        for name, mask in masks.items():
+            picked[name] = picked[name][:, mask[row]]
+        return picked
+
+    def with_attention(self, implementation: str) -> "Subject":
+        """A copy of this subject whose model runs `implementation` ("eager", "sdpa", or any name
+        registered in transformers' `AttentionInterface`)."""
+        model = copy.deepcopy(self.model)
+        model.set_attn_implementation(implementation)
+        return self.with_model(model)
 
     # -- shape contract -------------------------------------------------------------------------
     def expected_shapes(self, inputs: Mapping[str, Any], *, hidden_states: bool = False) -> dict[str, tuple]:

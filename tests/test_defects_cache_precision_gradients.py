@@ -1,0 +1,248 @@
+"""Planted defects for cache equivalence, precision and gradients: each property must catch its defect.
+
+Every test breaks a private copy of a zoo model the way real code goes wrong (an off-by-one cache
+position, a leftover autocast, an fp16 attention without upcasting, an outlier weight that int8
+cannot hold, a NaN-gradient `where`, reentrant checkpointing under frozen embeddings, a dropout with
+its own RNG), runs the property's own check and strategy until it fails, and checks the message and
+the shrunk input. Each control runs the same search on the healthy model and finds nothing.
+"""
+
+import pytest
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from properties import test_cache as cache
+from properties import test_gradients as grads
+from properties import test_precision as precision
+from strategies.batches import model_inputs
+from tests.planted import breakable, expect_caught, expect_passes, healthy
+
+
+# -- adapters: the cache and half-precision checks take more than one drawn value ---------------------
+def cached_decoding(subject, case):
+    cache.check_cached_decoding(subject, *case)
+
+
+def generate_cache(subject, case):
+    cache.check_generate_cache(subject, *case)
+
+
+def generate_batch(subject, case):
+    cache.check_generate_batch(subject, *case)
+
+
+def float16(subject, inputs):
+    precision.check_half_precision(subject, inputs, torch.float16)
+
+
+def _subclass(model, name: str, **methods):
+    """Swap the model's class for a subclass overriding `methods` (survives the deep copies checks make)."""
+    model.__class__ = type(type(model).__name__ + name, (type(model),), methods)
+    return model
+
+
+# -- cache equivalence ------------------------------------------------------------------------------
+def _shift_cached_positions(model):
+    """Off-by-one cache offset: a call that continues a cache numbers its tokens from cache length + 1."""
+    forward = model.forward
+
+    def shifted(*args, position_ids=None, **kwargs):
+        past = kwargs.get("cache", kwargs.get("past_key_values"))
+        if past is not None and past.get_seq_length() > 0 and position_ids is not None:
+            position_ids = position_ids + 1
+        return forward(*args, position_ids=position_ids, **kwargs)
+
+    model.forward = shifted
+    return model
+
+
+def _shift_cached_decoder_positions(model):
+    """The same bug in a learned decoder position embedding: on cached calls it looks one position ahead."""
+    embed = model.get_decoder().embed_positions
+    forward = embed.forward
+
+    def shifted(input_ids, cache_length=0, position_ids=None):
+        if cache_length and position_ids is not None:
+            position_ids = position_ids + 1
+        return forward(input_ids, cache_length, position_ids=position_ids)
+
+    embed.forward = shifted
+    return model
+
+
+@pytest.mark.parametrize("name, plant", [("llama", _shift_cached_positions), ("bart", _shift_cached_decoder_positions)])
+def test_cache_catches_wrong_cached_positions(name, plant):
+    subject = breakable(name)
+    plant(subject.model)
+    failure = expect_caught(cached_decoding, cache.decoding(subject.spec), subject,
+                            says=(f"[{name}] cache equivalence (cached decoding after a", "'logits' differs beyond",
+                                  "rtol=1e-05, atol=1e-05", "max abs diff"))
+    inputs, prefix_length = failure.example
+    assert inputs[cache.decoded_key(subject.spec)].shape == (1, prefix_length + 1)  # shrunk: one item, one cached step
+    expect_caught(generate_cache, cache.prompts(subject.spec), subject,
+                  says=(f"[{name}] cache equivalence (generate with vs without cache", "logits at generated step 1"))
+
+
+@pytest.mark.parametrize("name", ["llama", "bart"])
+def test_cache_passes_healthy_models(name):
+    subject = healthy(name)
+    expect_passes(cached_decoding, cache.decoding(subject.spec), subject)
+    expect_passes(generate_cache, cache.prompts(subject.spec), subject)
+    expect_passes(generate_batch, cache.batched_prompts(subject.spec), subject)
+
+
+def test_generate_batch_catches_positions_ignoring_padding():
+    """GPT-2 without position ids derived from the mask: left padding shifts every real token's position."""
+    subject = breakable("gpt2")
+    forward = subject.model.forward
+    subject.model.forward = lambda *args, position_ids=None, **kwargs: forward(*args, **kwargs)
+    failure = expect_caught(generate_batch, cache.batched_prompts(subject.spec), subject,
+                            says=("[gpt2] cache equivalence (generate in a batch of", "left padding) vs alone"))
+    batch, _ = failure.example
+    assert len(batch) == 2  # shrunk to the smallest batch that has padding
+
+
+# -- precision --------------------------------------------------------------------------------------
+def _leftover_autocast(model):
+    """A forward left inside `torch.autocast(bfloat16)` (a debugging leftover): fp32 matmuls run in bf16.
+
+    Autocast leaves float64 alone, so the float64 reference stays exact.
+    """
+
+    def forward(self, *args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return super(type(self), self).forward(*args, **kwargs)
+
+    return _subclass(model, "WithAutocast", forward=forward)
+
+
+def test_float64_reference_catches_leftover_autocast():
+    subject = breakable("bert")
+    _leftover_autocast(subject.model)
+    failure = expect_caught(precision.check_float64_reference, model_inputs(subject.spec), subject,
+                            says=("[bert] precision (torch.float32 vs float64)", "x max(1, max|ref|)", "max abs diff"))
+    assert failure.example["input_ids"].shape == (1, 1)  # shrunk: a single token shows it
+
+
+def fp16_unsafe_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention in the model's dtype with no upcast: a -1e9 mask constant and a softmax in fp16.
+
+    In fp32 this is ordinary eager attention. In fp16, -1e9 overflows to -inf, a fully masked row
+    (a left-padding query) becomes NaN, and the NaN reaches real tokens through the values.
+    """
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    scores = (query @ key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + (~attention_mask[..., : key.shape[-2]]).to(scores.dtype) * -1e9
+    probs = scores.softmax(dim=-1)
+    return (probs @ value).transpose(1, 2).contiguous(), probs
+
+
+def test_half_precision_catches_attention_without_upcast():
+    AttentionInterface.register("hfprops_fp16_unsafe", fp16_unsafe_attention)
+    AttentionMaskInterface.register("hfprops_fp16_unsafe", sdpa_mask)  # boolean masks, True = attend
+    subject = breakable("llama")
+    subject.model.set_attn_implementation("hfprops_fp16_unsafe")
+    expect_passes(precision.check_float64_reference, model_inputs(subject.spec), subject)  # fine in fp32
+    failure = expect_caught(float16, model_inputs(subject.spec), subject,
+                            says=("[llama] precision (torch.float16 vs torch.float32)", "non-finite"))
+    mask = failure.example["attention_mask"]
+    assert mask.shape[0] == 2 and not mask.all()  # shrunk: two items, one of them left-padded
+
+
+def test_quantized_catches_outlier_weights():
+    """One weight per matrix 1000x the others (LLM.int8's outlier features, found in every layer of large
+    models): per-tensor int8 scales then round every other weight to zero."""
+    subject = breakable("bert")
+    with torch.no_grad():
+        for module in subject.model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight[0, 0] = 1000 * module.weight.abs().max()
+    expect_passes(precision.check_float64_reference, model_inputs(subject.spec), subject)  # fine in fp32
+    failure = expect_caught(precision.check_quantized, model_inputs(subject.spec), subject,
+                            says=("[bert] precision (dynamic int8 vs torch.float32)", "atol=0.4 x max(1, max|ref|)"))
+    assert failure.example["input_ids"].shape[0] == 1  # shrunk to a batch of one
+
+
+@pytest.mark.parametrize("name", ["bert", "llama"])
+def test_precision_passes_healthy_models(name):
+    subject = healthy(name)
+    for check in (precision.check_float64_reference, float16, precision.check_quantized):
+        expect_passes(check, model_inputs(subject.spec), subject)
+
+
+# -- gradients --------------------------------------------------------------------------------------
+def test_finite_gradients_catch_nan_through_where():
+    """A 'safe' sqrt activation `where(x > 0, x.sqrt(), x)`: finite forward, NaN gradient for x <= 0."""
+    subject = breakable("bert")
+    subject.model.encoder.layer[0].intermediate.register_forward_hook(
+        lambda module, args, out: torch.where(out > 0, out.sqrt(), out)
+    )
+    failure = expect_caught(grads.check_finite_gradients, model_inputs(subject.spec), subject,
+                            says=("[bert] gradients: non-finite gradients in", "NaN"))
+    assert failure.example["input_ids"].shape == (1, 1)  # shrunk: a single token shows it
+
+
+def test_finite_gradients_catch_detached_layer():
+    """A `.detach()` left in a block's output (a debugging or feature-freezing leftover): the weights
+    below it silently stop learning."""
+    subject = breakable("bert")
+    subject.model.encoder.layer[0].intermediate.register_forward_hook(lambda module, args, out: out.detach())
+    failure = expect_caught(grads.check_finite_gradients, model_inputs(subject.spec), subject,
+                            says=("[bert] gradients: 2 trainable parameters received no gradient",
+                                  "encoder.layer.0.intermediate.dense.weight"))
+    assert failure.example["input_ids"].shape == (1, 1)
+
+
+def _reentrant_checkpointing(model):
+    """Checkpointing as transformers < 4.35 (and much custom model code) did it: reentrant, and without
+    `enable_input_require_grads`. With frozen input embeddings (the usual adapter fine-tuning setup) no
+    input of a checkpointed layer requires grad, so the layers' weights silently get no gradient."""
+
+    def enable(self, activation_checkpointing_kwargs=None, *args, **kwargs):
+        return super(type(self), self)._activation_checkpointing_enable({"use_reentrant": True}, *args, **kwargs)
+
+    model.get_input_embeddings().requires_grad_(False)
+    return _subclass(model, "Reentrant", _activation_checkpointing_enable=enable,
+                     enable_input_require_grads=lambda self: None)
+
+
+@pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad=True")
+def test_checkpointing_catches_dropped_gradients():
+    subject = breakable("llama")
+    _reentrant_checkpointing(subject.model)
+    failure = expect_caught(grads.check_checkpointing, model_inputs(subject.spec), subject,
+                            says=("[llama] gradients (activation checkpointing vs none):",
+                                  "get a gradient without checkpointing but none with it", "model.layers.0."))
+    assert failure.example["input_ids"].shape == (1, 1)  # shrunk: a single token shows it
+
+
+def _unseeded_dropout(module):
+    """Dropout drawing from its own generator, seeded once from the OS: `torch.manual_seed` does not reach it."""
+    generator = torch.Generator()
+    generator.seed()
+
+    def drop(mod, args, out):
+        if not mod.training:
+            return out
+        keep = torch.rand(out.shape, generator=generator) > 0.1
+        return out * keep / 0.9
+
+    module.register_forward_hook(drop)
+
+
+def test_dropout_reproducibility_catches_unseeded_dropout():
+    subject = breakable("gpt2")
+    _unseeded_dropout(subject.model.transformer.h[0].mlp)
+    failure = expect_caught(grads.check_dropout_reproducible, model_inputs(subject.spec), subject,
+                            says=("[gpt2] gradients (dropout with the same seed twice)", "rtol=0, atol=0"))
+    assert failure.example["input_ids"].shape == (1, 1)  # shrunk: a single token shows it
+
+
+@pytest.mark.parametrize("name", ["bert", "llama", "gpt2"])
+def test_gradients_pass_healthy_models(name):
+    subject = healthy(name)
+    for check in (grads.check_finite_gradients, grads.check_checkpointing, grads.check_dropout_reproducible):
+        expect_passes(check, model_inputs(subject.spec), subject)

@@ -1,0 +1,95 @@
+"""Decoding a subject: step by step with the cache, in one full forward, and greedy `generate`.
+
+The subject knows which sequence a model decodes (`input_ids` of a causal LM, `decoder_input_ids`
+of an encoder-decoder) and which inputs condition it; properties compare the decodings without
+knowing the model type. transformers 5.24 renames the forward's `past_key_values` argument and
+output to `cache`; this module uses the new name only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+from zoo.spec import ModelSpec
+from zoo.subject import Subject, to_tensors
+
+
+def decoded_key(spec: ModelSpec) -> str:
+    """The input that holds the decoded sequence: the decoder's ids for encoder-decoders."""
+    return "decoder_input_ids" if spec.has("encoder_decoder") else "input_ids"
+
+
+def full_logits(subject: Subject, inputs: Mapping[str, Any]) -> torch.Tensor:
+    """Logits for every position of the decoded sequence from one forward without the cache."""
+    return subject.forward(inputs)["logits"]
+
+
+def cached_logits(subject: Subject, inputs: Mapping[str, Any], prefix_length: int) -> torch.Tensor:
+    """Logits from the first `prefix_length` decoded tokens in one call, then one token per call with the cache.
+
+    Each call passes only the new tokens, the cache returned by the previous call, the attention
+    mask up to the current length and (for causal models) the position ids the full forward
+    would use at those positions, as `generate` does for a left-padded batch.
+    """
+    key = decoded_key(subject.spec)
+    tensors = to_tensors(inputs)
+    sequence = tensors[key]
+    causal_mask = tensors.get("attention_mask") if key == "input_ids" else None
+    bounds = [0, prefix_length] + list(range(prefix_length + 1, sequence.shape[1] + 1))
+    cache, encoder_outputs, pieces = None, None, []
+    for start, stop in zip(bounds, bounds[1:]):
+        step = dict(tensors, **{key: sequence[:, start:stop]})
+        extra: dict[str, Any] = {"use_cache": True, "cache": cache}
+        if causal_mask is not None:
+            step["attention_mask"] = causal_mask[:, :stop]
+        if encoder_outputs is not None:
+            # as `generate` does: the encoder ran once; later calls reuse its output (and its mask)
+            step = {k: v for k, v in step.items() if k in (key, "attention_mask")}
+            extra["encoder_outputs"] = encoder_outputs
+        kwargs = subject.model_kwargs(step, **extra)
+        if "position_ids" in kwargs:  # derived from the mask so far: keep the new tokens' positions
+            kwargs["position_ids"] = kwargs["position_ids"][:, start:stop]
+        with torch.no_grad():
+            out = subject.model(**kwargs)
+        cache = out.cache
+        if out.get("encoder_last_hidden_state") is not None:
+            encoder_outputs = BaseModelOutput(last_hidden_state=out.encoder_last_hidden_state)
+        pieces.append(out.logits)
+    return torch.cat(pieces, dim=1)
+
+
+@dataclass
+class Generated:
+    """Greedy `generate` output: new tokens per item (cut after the first EOS) and each step's logits."""
+
+    tokens: list[list[int]]
+    logits: torch.Tensor  # (batch, steps, vocab)
+
+
+def generate_greedy(subject: Subject, inputs: Mapping[str, Any], *, max_new_tokens: int, use_cache: bool) -> Generated:
+    """Greedy decoding with `generate` from the conditioning inputs (prompt, encoder inputs).
+
+    For encoder-decoders the drawn `decoder_input_ids` are dropped: `generate` starts from the
+    decoder start token. Each item's tokens end at its first EOS, where `generate` stops it.
+    """
+    conditioning = {k: v for k, v in inputs.items() if k != "decoder_input_ids"}
+    kwargs = subject.model_kwargs(conditioning, use_cache=use_cache)
+    for unused in ("return_dict", "position_ids"):  # generate derives positions from the mask itself
+        kwargs.pop(unused, None)
+    with torch.no_grad():
+        out = subject.model.generate(
+            **kwargs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+            return_dict_in_generate=True, output_logits=True,
+        )
+    new = out.sequences[:, out.sequences.shape[1] - len(out.logits) :]  # after the prompt or start token
+    eos = subject.model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    tokens = []
+    for row in new.tolist():
+        cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+        tokens.append(row[:cut])
+    return Generated(tokens, torch.stack(out.logits, dim=1))

@@ -1,0 +1,84 @@
+"""Training a subject for one step: the loss a user would train with, and its gradients.
+
+Language models are trained on their own loss (`labels`); encoders have no loss of their own, so
+they get a generic one (the mean square of every floating output) that reaches every weight the
+outputs depend on. Properties call `gradients(...)` and never branch on the model type.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+import torch
+
+from zoo.derived import derived
+from zoo.subject import Subject, flatten_outputs, to_tensors
+
+
+def training_copy(subject: Subject, *, checkpointing: bool = False) -> Subject:
+    """A copy of the subject in train mode (dropout on), optionally with activation checkpointing.
+
+    Built once per model object; the shared subject itself stays in eval mode.
+    """
+
+    def make(original: Subject) -> Subject:
+        trained = original.with_model(copy.deepcopy(original.model))
+        if checkpointing:
+            # transformers 5 name; `gradient_checkpointing_enable` is its deprecated alias
+            trained.model.activation_checkpointing_enable()
+        trained.model.train()
+        return trained
+
+    return derived(subject, f"train, checkpointing={checkpointing}", make)
+
+
+def labels_for(subject: Subject, inputs: Mapping[str, Any]) -> torch.Tensor | None:
+    """`labels` for the model's own loss: the decoded sequence, padding ignored (-100).
+
+    None (use the generic loss) for encoders and for causal batches with nothing to predict.
+    """
+    tensors = to_tensors(inputs)
+    if subject.spec.has("encoder_decoder"):
+        return tensors["decoder_input_ids"].clone()
+    if subject.spec.has("causal"):
+        labels = tensors["input_ids"].clone()
+        if "attention_mask" in tensors:
+            labels[tensors["attention_mask"] == 0] = -100
+        # the LM loss predicts token i+1 from tokens ..i: one-token items have no target, and a batch
+        # without any target has a mean over nothing (NaN by definition): use the generic loss then
+        return labels if (labels[:, 1:] != -100).any() else None
+    return None
+
+
+def training_loss(subject: Subject, inputs: Mapping[str, Any]) -> torch.Tensor:
+    """The scalar loss of the subject's model on `inputs`, with gradients on (call on a training copy)."""
+    labels = labels_for(subject, inputs)
+    extra = {} if labels is None else {"labels": labels.to(subject.device)}
+    output = subject.model(**subject.model_kwargs(inputs, **extra))
+    if labels is not None:
+        return output.loss
+    floats = [t for t in flatten_outputs(output).values() if t.is_floating_point()]
+    return sum(t.float().pow(2).mean() for t in floats)
+
+
+def gradients(subject: Subject, inputs: Mapping[str, Any], *, seed: int = 0):
+    """`(loss, {trainable parameter name: grad or None})` after one backward, dropout seeded with `seed`.
+
+    The global RNG is left as it was (`fork_rng`), so seeding here does not change other tests' draws.
+    """
+    model = subject.model
+    model.zero_grad(set_to_none=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        loss = training_loss(subject, inputs)
+        loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+    return loss.detach(), grads
+
+
+def train_mode_outputs(subject: Subject, inputs: Mapping[str, Any], *, seed: int) -> dict[str, torch.Tensor]:
+    """Outputs of a forward in train mode (dropout on) after `torch.manual_seed(seed)`, without gradients."""
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        return flatten_outputs(subject.model(**subject.model_kwargs(inputs)))
