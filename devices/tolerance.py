@@ -197,6 +197,28 @@ def difference(actual: torch.Tensor, expected: torch.Tensor, tol: Tolerance = EX
     )
 
 
+def nonfinite(values) -> str | None:
+    """`"N of M non-finite (NaN a, Inf b), first at (i, j)"` for a float tensor or array holding NaN/Inf, else None."""
+    import numpy as np
+
+    tensor = torch.from_numpy(np.asarray(values)) if not isinstance(values, torch.Tensor) else values.detach()
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        return None
+    bad = ~torch.isfinite(tensor)
+    if not bad.any():
+        return None
+    first = tuple(int(i) for i in bad.nonzero()[0])
+    return (
+        f"{int(bad.sum())} of {tensor.numel()} non-finite "
+        f"(NaN {int(tensor.isnan().sum())}, Inf {int(tensor.isinf().sum())}), first at {first}"
+    )
+
+
+def nonfinite_outputs(outputs: Mapping[str, torch.Tensor]) -> list[str]:
+    """`"name: N of M non-finite ..."` for every output holding NaN or Inf."""
+    return [f"{name}: {problem}" for name, tensor in outputs.items() if (problem := nonfinite(tensor))]
+
+
 def assert_outputs_close(
     actual: Mapping[str, torch.Tensor],
     expected: Mapping[str, torch.Tensor],

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from devices.tolerance import nonfinite
 from properties.artifacts import record
 from properties.clear_errors import describe, unclear
 from strategies.audio import raw_waveforms, sampling_rates
@@ -58,11 +59,8 @@ def check_features(subject, waveform: np.ndarray) -> None:
     assert features.shape == expected_shape(subject), (
         f"[{subject.name}] {FEATURES}: shape {features.shape} for a {what}, expected {expected_shape(subject)}"
     )
-    bad = ~np.isfinite(features)
-    assert not bad.any(), (
-        f"[{subject.name}] {FEATURES}: {int(bad.sum())} of {features.size} features non-finite for a {what}, "
-        f"first at {tuple(int(i) for i in np.argwhere(bad)[0])}"
-    )
+    problem = nonfinite(features)
+    assert problem is None, f"[{subject.name}] {FEATURES}: features of a {what}: {problem}"
 
 
 def waveforms_for(subject):

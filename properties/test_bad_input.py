@@ -10,9 +10,9 @@ that refuse unhelpfully are listed in `properties/xfails.toml`.
 
 import traceback
 
-import torch
 from hypothesis import given, strategies as st
 
+from devices.tolerance import nonfinite_outputs
 from properties.artifacts import record
 from properties.clear_errors import describe, unclear
 from strategies.batches import bad_inputs
@@ -39,11 +39,7 @@ def check_bad_input_handled(subject, bad) -> None:
         f"{name}: shape {tuple(outputs[name].shape)}, expected {shape}"
         for name, shape in want.items() if name in outputs and tuple(outputs[name].shape) != shape
     ]
-    for name, tensor in outputs.items():
-        bad_values = ~torch.isfinite(tensor) if tensor.is_floating_point() else None
-        if bad_values is not None and bad_values.any():
-            first = tuple(int(i) for i in bad_values.nonzero()[0])
-            problems.append(f"{name}: {int(bad_values.sum())} of {tensor.numel()} non-finite, first at {first}")
+    problems += nonfinite_outputs(outputs)
     shapes = {key: tuple(value.shape) for key, value in bad.inputs.items()}
     assert not problems, (
         f"[{subject.name}] {HANDLED} ({bad.kind}, inputs {shapes}): accepted silently with bad outputs: "

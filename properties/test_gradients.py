@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from devices.tolerance import assert_outputs_close, tolerance
+from devices.tolerance import assert_outputs_close, nonfinite, tolerance
 from properties.artifacts import record
 from strategies.batches import model_inputs
 from zoo.training import gradients, train_mode_outputs, training_copy
@@ -27,11 +27,7 @@ def check_finite_gradients(subject, inputs) -> None:
     assert torch.isfinite(loss), f"{prop}: the loss is {loss.item()}"
     missing = sorted(name for name, grad in grads.items() if grad is None)
     assert not missing, f"{prop}: {len(missing)} trainable parameters received no gradient: {missing[:8]}"
-    bad = {
-        name: f"{int((~torch.isfinite(g)).sum())} of {g.numel()} non-finite (NaN {int(g.isnan().sum())})"
-        for name, g in grads.items()
-        if not torch.isfinite(g).all()
-    }
+    bad = {name: problem for name, g in grads.items() if (problem := nonfinite(g))}
     assert not bad, f"{prop}: non-finite gradients in {len(bad)} parameters (loss {loss.item():.4g}): " + "; ".join(
         f"{name}: {detail}" for name, detail in list(bad.items())[:5]
     )

@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from devices.tolerance import assert_outputs_close, tolerance
+from devices.tolerance import assert_outputs_close, nonfinite_outputs, tolerance
 from properties.artifacts import record
 from strategies.batches import model_inputs
 from zoo.derived import derived
@@ -42,20 +42,11 @@ def quantized_copy(subject):
     return derived(subject, "quantized=qint8", quantize)
 
 
-def _non_finite(outputs) -> list[str]:
-    return [
-        f"{name}: {int((~torch.isfinite(t)).sum())} of {t.numel()} non-finite, first at "
-        f"{tuple(int(i) for i in (~torch.isfinite(t)).nonzero()[0])}"
-        for name, t in outputs.items()
-        if t.is_floating_point() and not torch.isfinite(t).all()
-    ]
-
-
 def _compare(subject, lower, reference, inputs, tol, what: str) -> None:
     """`lower`'s outputs (finite, cast up) against `reference`'s on real token positions within `tol`."""
     expected = reference.forward(inputs, hidden_states=True)
     actual = lower.forward(inputs, hidden_states=True)
-    problems = _non_finite(actual)
+    problems = nonfinite_outputs(actual)
     assert not problems, f"[{subject.name}] {PROPERTY} ({what}): " + "; ".join(problems)
     actual = {name: t.to(expected[name].dtype) if t.is_floating_point() else t for name, t in actual.items()}
     assert_outputs_close(

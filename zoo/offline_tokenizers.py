@@ -166,7 +166,8 @@ def _whisper_tokenizer(recipe: TokenizerRecipe):
 
     bpe = json.loads(_trained("whisper"))["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in bpe["merges"]]
-    return WhisperTokenizer(vocab=bpe["vocab"], merges=merges, extra_special_tokens=list(recipe.specials[1:]))
+    return WhisperTokenizer(vocab=bpe["vocab"], merges=merges, pad_token=dict(recipe.roles)["pad_token"],
+                            extra_special_tokens=list(recipe.specials[1:]))
 
 
 def vocab_size(recipe_name: str) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from zoo.offline_tokenizers import RECIPES, vocab_size
-from zoo.spec import ModelSpec
 
 HIDDEN, LAYERS, HEADS, FFN = 32, 2, 4, 37
 MAX_LEN = 64  # sequence length limit of the text models (strategies draw 1..MAX_LEN)
