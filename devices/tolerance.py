@@ -186,9 +186,9 @@ def difference(actual: torch.Tensor, expected: torch.Tensor, tol: Tolerance = EX
     e = expected.detach().to("cpu", torch.float64)
     if a.numel() == 0:
         return Difference(0.0, 0.0, (), 0.0, rtol, atol)
-    abs_diff = (a - e).abs().nan_to_num(nan=float("inf"))
+    abs_diff = (a - e).abs().nan_to_num(nan=float("inf"), posinf=float("inf"))
     # as torch.testing reports it: a difference against an exact zero is infinitely relative
-    rel_diff = torch.where(abs_diff == 0, 0.0, abs_diff / e.abs()).nan_to_num(nan=float("inf"))
+    rel_diff = torch.where(abs_diff == 0, 0.0, abs_diff / e.abs()).nan_to_num(nan=float("inf"), posinf=float("inf"))
     flat = int(abs_diff.argmax())
     where = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), a.shape))
     outside = ~torch.isclose(a, e, rtol=rtol, atol=atol)  # NaN on either side counts as outside

@@ -96,8 +96,8 @@ def difference(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: 
     e = expected.detach().to("cpu", torch.float64)
     if a.numel() == 0:
         return f"max abs diff 0 at (), max rel diff 0, 0.0% of elements outside rtol={rtol:g}, atol={atol:g}"
-    abs_diff = (a - e).abs().nan_to_num(nan=float("inf"))
-    rel_diff = torch.where(abs_diff == 0, 0.0, abs_diff / e.abs()).nan_to_num(nan=float("inf"))
+    abs_diff = (a - e).abs().nan_to_num(nan=float("inf"), posinf=float("inf"))
+    rel_diff = torch.where(abs_diff == 0, 0.0, abs_diff / e.abs()).nan_to_num(nan=float("inf"), posinf=float("inf"))
     where = tuple(int(i) for i in torch.unravel_index(torch.tensor(int(abs_diff.argmax())), a.shape))
     outside = float((~torch.isclose(a, e, rtol=rtol, atol=atol)).double().mean())
     return (

@@ -9,9 +9,14 @@ store first, as `--update-baselines` would. The controls run the same checks on 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, find, settings, strategies as st
+from hypothesis.errors import FlakyFailure
 
 from baselines import compare
 from baselines.fingerprint import fingerprint
@@ -20,6 +25,7 @@ from properties import test_perf as perf
 from tests.planted import breakable, failure_of, healthy
 
 pytestmark = pytest.mark.perf
+ROOT = Path(__file__).resolve().parents[1]
 
 # Timed checks cost a fraction of a second each: a short search. Shrinking replays the check once
 # per step; the perf strategies draw only sizes, so it takes a few steps. Defects whose cost depends
@@ -52,20 +58,39 @@ def caught(check, strategy, *args, says: tuple[str, ...], search: settings = PER
 
 
 def passes(check, strategy, *args) -> None:
-    """The healthy control re-measures with the suite's real pauses: a neighbour's burst is not a failure."""
+    """The healthy control re-measures with the suite's real pauses: a neighbour's burst is not a failure.
+
+    A failure that does not reproduce when Hypothesis replays it (FlakyFailure) is timing noise by
+    definition; the search is then repeated once, and only a second failure counts. (Seen here: after
+    the cross-device tests have run in the same process, a tiny model's forward can run ~1.6x slower
+    for a few seconds.)
+    """
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("baselines.compare.PAUSES", REAL_PAUSES)
-        failure = failure_of(check, strategy, *args, search=PERF_CONTROL)
+        try:
+            failure = failure_of(check, strategy, *args, search=PERF_CONTROL)
+        except FlakyFailure:
+            failure = failure_of(check, strategy, *args, search=PERF_CONTROL)
     assert failure is None, f"{check.__name__} fails on a healthy model:\n{failure.message}"
 
 
 def recorded_baselines(name: str) -> Baselines:
-    """Latency and memory baselines of the healthy model at every baseline size (in memory)."""
+    """Latency and memory baselines of the healthy model at every baseline size (in memory).
+
+    Recorded inside a Hypothesis run, as `--update-baselines` records them and as the checks below
+    measure: code runs measurably slower inside a Hypothesis test than outside it (about 1.25x for
+    a tiny model's forward, measured here), so a baseline taken outside would not be comparable.
+    """
     subject, store = healthy(name), Baselines(fingerprint("cpu"), updating=True)
-    for batch, length in perf.baseline_sizes(subject.spec):
-        inputs = perf.inputs_of_size(subject.spec, batch, length)
-        perf.check_latency(subject, inputs, store)
-        perf.check_peak_memory(subject, inputs, store)
+
+    def record_all(_) -> bool:
+        for batch, length in perf.baseline_sizes(subject.spec):
+            inputs = perf.inputs_of_size(subject.spec, batch, length)
+            perf.check_latency(subject, inputs, store)
+            perf.check_peak_memory(subject, inputs, store)
+        return True
+
+    find(st.none(), record_all, settings=settings(PERF_CONTROL, max_examples=1, phases=(Phase.generate,)))
     return Baselines(store.fingerprint, store.entries)
 
 
@@ -97,9 +122,24 @@ def test_latency_catches_model_made_twice_as_slow(name):
     assert 1.6 < ratio < 4, failure.message  # twice the work shows as about twice the time (noise allowed)
 
 
-def test_latency_passes_healthy_models():
-    for name in ("distilbert", "vit"):
-        passes(latency, perf.baseline_inputs(healthy(name).spec), healthy(name), recorded_baselines(name))
+def test_latency_passes_healthy_models(tmp_path):
+    """Control, as a user runs it: record baselines in one process, compare in a fresh one: no failure.
+
+    A fresh process, because latency measured in a long test session depends on what ran before
+    it there (seen here: ~1.6x slower for seconds after the cross-device tests), which a stored
+    baseline never sees.
+    """
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "pytest", "properties/test_perf.py", "-m", "perf", "-q",
+                   "-k", "latency_within_baseline", "--model", "distilbert", "--model", "vit",
+                   "--hypothesis-profile=ci", "--baselines-dir", str(tmp_path), *extra]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    recorded = run("--update-baselines")
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    compared = run()
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert "2 passed" in compared.stdout and "skipped" not in compared.stdout, compared.stdout
 
 
 def test_missing_baseline_is_reported_not_failed():
