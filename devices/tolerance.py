@@ -65,7 +65,12 @@ POLICY: dict[tuple[str, str, str], Tolerance] = {
         "batched vs alone max 3.1e-6 (clip logits_per_image, |ref|~5), 1.9e-6 (t5), 7.2e-7 (the rest); rows "
         "reordered max 9.5e-7 (clip), 0 on eight models; more padding max 2.6e-6 (clip), 2.4e-6 (t5); eager vs "
         "sdpa max 3.7e-6 (t5 encoder), 3.3e-6 (clip), <=1.4e-6 (the rest); so rtol=atol=1e-5 keeps >=10x "
-        "headroom over atol + rtol*|ref| and fails a 1e-4 (and so a 1e-3) defect",
+        "headroom over atol + rtol*|ref| and fails a 1e-4 (and so a 1e-3) defect. atol scales with the "
+        "output's magnitude: fp32 rounding is relative to the activations, and real all-MiniLM-L6-v2 "
+        "(hidden states up to 10.5, an outlier feature at index 99) differs by up to 3.05e-5 batched vs "
+        "alone, 2.3e-5 with more padding and 1.9e-5 eager vs sdpa, all at that feature (ci profile); "
+        "scaled, its bound is ~1.05e-4 (3.5x headroom) while the zoo's (max|ref| 3.4-5.1) stays <=5.1e-5",
+        scale_atol=True,
     ),
     ("float64", "cpu", "reordered"): Tolerance(1e-10, 1e-10, "float64 reorderings differ by ~1e-15"),
     # -- precision and quantization (issue 4): the dtype is the lower precision being judged; figures are
@@ -105,7 +110,9 @@ POLICY: dict[tuple[str, str, str], Tolerance] = {
     ("float32", "cpu:1/cpu:N", "device"): Tolerance(
         1e-5, 1e-5,
         "measured clean: 1 vs 2 CPU threads differ by at most 1.2e-7 (t5 logits) and are bit-identical on the "
-        "other nine zoo models over 25 examples each; the reordered row's 1e-5 keeps 80x headroom and fails 1e-4",
+        "other nine zoo models over 25 examples each; the reordered row's 1e-5 keeps 80x headroom and fails 1e-4 "
+        "(scaled with the output's magnitude like that row, so it is never stricter than it)",
+        scale_atol=True,
     ),
     ("float32", "cpu/*", "device"): Tolerance(
         1e-4, 1e-4,
@@ -135,7 +142,8 @@ POLICY: dict[tuple[str, str, str], Tolerance] = {
         1e-5, 1e-5,
         "not measurable here (needs two accelerators): a device_map split runs the same kernels on devices of "
         "one kind and only copies activations, so it should be bit-identical; the reordered row's 1e-5 allows "
-        "different GPU models of one kind picking different kernels",
+        "different GPU models of one kind picking different kernels (scaled like that row)",
+        scale_atol=True,
     ),
 }
 
