@@ -38,18 +38,27 @@ def model_inputs(draw, spec, *, batch_sizes=(1, 4), padding_side: str | None = N
             )
         )
         batch = inputs["input_ids"].shape[0]
-    if spec.has("vision"):
-        n = draw(st.integers(*batch_sizes), label="image batch size") if batch is None or spec.has("text") else batch
-        inputs["pixel_values"] = draw(images.pixel_values(n, spec.num_channels, spec.image_size), label="pixels")
-        batch = batch or n
-    if spec.has("audio"):
+    else:  # image- or audio-only models
         batch = draw(st.integers(*batch_sizes), label="batch size")
-        inputs["input_features"] = draw(
-            audio.input_features(batch, spec.num_mel_bins, spec.num_frames), label="features"
+    # a dual encoder (CLIP) takes a text batch and an image batch of independent sizes
+    image_rows = draw(st.integers(*batch_sizes), label="image batch size") if spec.has("text", "vision") else batch
+    inputs.update(draw(non_token_inputs(spec, batch, image_rows=image_rows), label="non-token inputs"))
+    return inputs
+
+
+@st.composite
+def non_token_inputs(draw, spec, rows: int, *, image_rows: int | None = None):
+    """Pixel values, audio features and decoder ids for `rows` items (`image_rows` images, if given)."""
+    inputs = {}
+    if spec.has("vision"):
+        inputs["pixel_values"] = draw(
+            images.pixel_values(image_rows or rows, spec.num_channels, spec.image_size), label="pixels"
         )
+    if spec.has("audio"):
+        inputs["input_features"] = draw(audio.input_features(rows, spec.num_mel_bins, spec.num_frames), label="features")
     if spec.has("encoder_decoder"):
         inputs["decoder_input_ids"] = draw(
-            tokens.decoder_ids(spec.decoder_vocab_size, spec.decoder_max_length, batch, spec.decoder_start_token_id),
+            tokens.decoder_ids(spec.decoder_vocab_size, spec.decoder_max_length, rows, spec.decoder_start_token_id),
             label="decoder",
         )
     return inputs
@@ -141,18 +150,7 @@ def items(draw, spec, count: int, *, max_length: int | None = None):
             )
             item["input_ids"], item["attention_mask"] = one["input_ids"], one["attention_mask"]
     # The other inputs are drawn for all items at once and split into rows.
-    stacked = {}
-    if spec.has("vision"):
-        stacked["pixel_values"] = draw(images.pixel_values(count, spec.num_channels, spec.image_size), label="pixels")
-    if spec.has("audio"):
-        stacked["input_features"] = draw(
-            audio.input_features(count, spec.num_mel_bins, spec.num_frames), label="features"
-        )
-    if spec.has("encoder_decoder"):
-        stacked["decoder_input_ids"] = draw(
-            tokens.decoder_ids(spec.decoder_vocab_size, spec.decoder_max_length, count, spec.decoder_start_token_id),
-            label="decoder",
-        )
+    stacked = draw(non_token_inputs(spec, count), label="non-token inputs")
     for key, value in stacked.items():
         for i, item in enumerate(drawn):
             item[key] = value[i : i + 1]
