@@ -7,20 +7,17 @@ inputs are Hypothesis draws. A property declares what it needs with `@pytest.mar
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
-import tomllib
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 # Each concern's hooks and options live beside its code; conftest only loads them.
-pytest_plugins = ["devices.plugin", "baselines.plugin", "properties.artifacts"]
+pytest_plugins = ["devices.plugin", "baselines.plugin", "properties.artifacts", "properties.findings",
+                  "properties.coverage", "properties.sharding"]
 
-XFAILS = Path(__file__).with_name("properties") / "xfails.toml"
 
 # -- threads: one per process by default; scale out with `-n auto` (pytest-xdist) ------------------
 THREADS = int(os.environ.get("HFPROPS_THREADS", "1"))
@@ -111,7 +108,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "needs(*capabilities): run only on models with these capabilities")
     args = config.getoption("model") or list(ZOO_NAMES)
     try:
-        refs = [resolve_model_arg(arg, allow_pickle=config.getoption("allow_pickle")) for arg in args]
+        from zoo.catalog import resolve_model_args  # registry[:GLOB|MODALITY][@VARIANTS] expands there
+
+        refs = resolve_model_args(args, allow_pickle=config.getoption("allow_pickle"))
     except ModelArgError as exc:
         raise pytest.UsageError(str(exc)) from None
     for name in list(ZOO_NAMES) + list(REAL_MODELS) + [ref.name for ref in refs]:
@@ -129,6 +128,7 @@ def pytest_report_header(config):
         f"hfprops: profile={settings._current_profile}, torch threads={THREADS}, "
         f"torch {torch.__version__}, transformers {__import__('transformers').__version__}",
         f"hfprops: models: {names}",
+        *(registry.header_notes() if registry else []),
     ]
 
 
@@ -150,11 +150,19 @@ def pytest_generate_tests(metafunc):
     needs = [cap for mark in metafunc.definition.iter_markers("needs") for cap in mark.args]
     registry = metafunc.config.stash[REGISTRY]
     params = []
+    from zoo.catalog import catalog_param, is_catalog_ref
+
     for name in registry.names():
+        if is_catalog_ref(registry.refs[name]):  # built on first use (pytest_runtest_setup), not here
+            params.append(catalog_param(name))
+            continue
         spec = _subject_or_usage_error(metafunc.config, name).spec
         if spec.has(*needs):
             marks = [getattr(pytest.mark, _mark_name(name)), getattr(pytest.mark, spec.modality)]
             params.append(pytest.param(name, marks=marks, id=name))
+    if not params:  # say why instead of pytest's "got empty parameter set"
+        reason = f"no selected model has {' + '.join(needs)}"
+        params = [pytest.param(None, marks=pytest.mark.skip(reason=reason), id="no-model")]
     metafunc.parametrize("subject", params, indirect=True, scope="session")
 
 
@@ -164,16 +172,19 @@ def subject(request):
     return _subject_or_usage_error(request.config, request.param)
 
 
-def known_failures() -> list[dict]:
-    """The entries of the one xfail list, `properties/xfails.toml`."""
-    with XFAILS.open("rb") as f:
-        return tomllib.load(f).get("xfail", [])
-
-
 def pytest_collection_modifyitems(config, items):
-    entries = known_failures()
-    for item in items:
-        for entry in entries:
-            if item.nodeid == entry["test"] or fnmatch.fnmatchcase(item.nodeid, entry["test"]):
-                reason = entry["reason"] + (f" | shrunk input: {entry['input']}" if "input" in entry else "")
-                item.add_marker(pytest.mark.xfail(reason=reason, strict=entry.get("strict", True)))
+    from properties.findings import mark_findings
+
+    from zoo.catalog import is_catalog_ref
+
+    registry = config.stash[REGISTRY]
+    built_now = [i for i in items if not is_catalog_ref(registry.refs.get(getattr(getattr(i, "callspec", None), "params", {}).get("subject")))]
+    mark_findings(config, built_now, lambda name: _subject_or_usage_error(config, name))
+
+
+def pytest_runtest_setup(item):
+    """Catalogue models (`--model registry...`) are built, smoked and matched to findings here."""
+    from properties.findings import mark_findings
+    from zoo.catalog import setup_catalog_item
+
+    setup_catalog_item(item, item.config.stash[REGISTRY], mark_findings)

@@ -17,10 +17,18 @@ feeds Hypothesis the stored choice sequence through a one-entry example database
 only, so a fixed model passes instead of raising `DidNotReproduce`), and checks that the drawn
 inputs equal `inputs.safetensors`.
 
-How a property replays standalone is `meta["replay"]`: the foundation properties are mapped in
-`FOUNDATION_REPLAYS`; a new property passes `replay=` to `record`, either one of the built-in kinds
-of `repro.py` (`{"kind": "compare", "actual": {...}, "expected": {...}}` covers most two-sided
-comparisons) or a kind of its own registered with `register_replay(kind, function)`.
+How a property replays standalone is `meta["replay"]`, a recipe it declares in `record(replay=...)`
+with the builders below (the foundation properties are mapped in `FOUNDATION_REPLAYS`). There is one
+replay per kind of comparison in `properties/repro.py`, so a new property gets a repro by declaring:
+
+- `compared(pair(actual=side(...), expected=side(...)), ...)`: two runs compared within the
+  tolerance (batching, batch order, padding, cache vs full, back ends, precision, devices, ...);
+- `judged("finite", "shapes", ...)`: one run judged alone (finite, shapes, bad input, untouched);
+- `processed(...)`: a processor rerun from the stored raw input and the saved processor;
+- `measured(...)`: a timing or memory figure re-measured against the stored baseline.
+
+A kind of its own is registered with `register_replay(kind, function)`. zoo/compat.py (the differences
+between transformers 5.x releases) is copied into every repro.py, so one repro.py runs on each release.
 """
 
 from __future__ import annotations
@@ -47,9 +55,9 @@ ARTIFACT_PROPERTY = "hfprops_failure_artifact"  # report.user_properties key (tr
 
 # property name -> replay recipe (a kind that properties/repro.py implements)
 FOUNDATION_REPLAYS: dict[str, dict] = {
-    "finite": {"kind": "finite"},
+    "finite": {"kind": "judge", "checks": ["finite"]},
     "determinism": {"kind": "same_twice"},
-    "shape contract": {"kind": "shapes"},
+    "shape contract": {"kind": "judge", "checks": ["shapes"]},
     "save/load round trip": {"kind": "save_load"},
     "pipeline agrees with forward": {"kind": "pipeline"},
 }
@@ -95,6 +103,66 @@ def register_replay(kind: str, function: Callable) -> None:
     _REGISTERED[kind] = function
 
 
+# -- declaring a replay (what `record(replay=...)` takes) --------------------------------------------
+def side(**how: Any) -> dict:
+    """One run of a comparison (see `repro.run_side`): `inputs=` (a stored input set: "" the drawn
+    inputs, "items.2", "other_inputs"), `dtype=`, `device=`, `attn_implementation=`, `quantize="qint8"`,
+    `threads=`, `deterministic=`, `run=` ("forward", "full_logits", "cached_logits", "greedy",
+    "gradients", "train_outputs") with its `prefix_length=`/`max_new_tokens=`/`use_cache=`/`seed=`/
+    `checkpointing=`, `call=` (extra JSON forward kwargs), `mask_4d=`, `row=`/`row_mask=`, `rows=`."""
+    return {key: _jsonable(str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else value)
+            for key, value in how.items() if value is not None}
+
+
+def device_side(run_as) -> dict:
+    """A `devices.pairs.Side` (device, dtype, threads, deterministic) as a replay side."""
+    return side(device=run_as.device, dtype=run_as.dtype, threads=run_as.threads,
+                deterministic=run_as.deterministic or None)
+
+
+def pair(actual: dict | None = None, expected: dict | None = None, *, real_tokens: str | None = None,
+         finite: bool = False, judge: str = "close", rows=None, what: str | None = None) -> dict:
+    """Two sides compared within the artifact's tolerance; `real_tokens="expected"|"actual"`: compare only
+    the real (unpadded) tokens of that side's inputs; `finite`: the actual side must be finite first;
+    `judge="greedy"`: two greedy decodings (tokens and step logits, ties allowed), `rows=[a, e]` or "each"."""
+    out = {"actual": actual or {}, "expected": expected or {}}
+    if real_tokens:
+        out["real_tokens"] = real_tokens
+    if finite:
+        out["finite"] = True
+    if judge != "close":
+        out["judge"], out["rows"] = judge, "each" if rows is None else list(rows)
+    if what:
+        out["what"] = what
+    return out
+
+
+def compared(*pairs: dict) -> dict:
+    """Replay recipe: the pairs compared in order, the first that differs is the failure."""
+    return {"kind": "compare", "pairs": list(pairs)}
+
+
+def per_row(rows: int, make: Callable[[int], dict]) -> list[dict]:
+    """`[make(0), ..., make(rows - 1)]`: one pair per batch row."""
+    return [make(row) for row in range(rows)]
+
+
+def judged(*checks: str, run_as: dict | None = None, **arguments: Any) -> dict:
+    """Replay recipe: one run judged alone by `checks` ("finite", "shapes", "untouched", "bad_input",
+    "clear_refusal", "finite_gradients"); "shapes" and "bad_input" get the subject's contract stored."""
+    return {"kind": "judge", "checks": list(checks), "side": run_as or {}, **_jsonable(arguments)}
+
+
+def processed(check: str, **arguments: Any) -> dict:
+    """Replay recipe: processor check `check` rerun on the stored raw input with the saved processor."""
+    return {"kind": "processor", "check": check, **_jsonable(arguments)}
+
+
+def measured(metric: str, **arguments: Any) -> dict:
+    """Replay recipe: `metric` re-measured on the stored inputs against the stored baseline figure."""
+    return {"kind": "perf", "metric": metric, **_jsonable(arguments)}
+
+
 class Draws:
     """Stand-in for the `data` argument of a property test, for `@example`: `data.draw(..., label=L)`
     returns the value given for label L (`@example(data=Draws(inputs={"input_ids": ...}))`).
@@ -136,7 +204,8 @@ def write_artifact(root: Path, nodeid: str, recorded: Mapping[str, Any], error: 
     folder = root / folder_name(nodeid)
     tensors, call = _forward_tensors(subject, inputs)
     detail_meta = {}
-    for key, value in details.items():
+    details = {key: value() if callable(value) and key != "replay" else value for key, value in details.items()}
+    for key, value in details.items():  # a callable detail is declared lazily: computed only for a failure
         if key == "replay":
             continue
         stored, described = _store_detail(key, value)
@@ -175,17 +244,34 @@ def write_artifact(root: Path, nodeid: str, recorded: Mapping[str, Any], error: 
                                        + "\n",
                                        encoding="utf-8")
     (staging / "repro.py").write_text(repro_source(meta["replay"]["kind"]), encoding="utf-8")
-    if meta["replay"]["kind"] == "pipeline" and subject.processor is not None:
-        subject.processor.save_pretrained(staging / "processor")  # the pipeline replay needs it
+    if meta["replay"]["kind"] in ("pipeline", "processor") and subject.processor is not None:
+        subject.processor.save_pretrained(staging / "processor")  # the processor replays need it
     if folder.exists():
         shutil.rmtree(folder)
     staging.rename(folder)
     return folder
 
 
+COMPAT_MODULE = Path(__file__).resolve().parents[1] / "zoo" / "compat.py"
+COMPAT_MARKER = "# -- zoo/compat.py (copied in)"
+
+
+def compat_source() -> str:
+    """zoo/compat.py as it stands now, ready to paste into repro.py ('' while it does not exist)."""
+    if not COMPAT_MODULE.is_file():
+        return ""
+    lines = COMPAT_MODULE.read_text(encoding="utf-8").splitlines()
+    # repro.py starts with its own `from __future__` import; a second one mid-file is a SyntaxError
+    return "\n".join(line for line in lines if not line.startswith("from __future__ import")) + "\n"
+
+
 def repro_source(kind: str) -> str:
-    """repro.py for one artifact: the template plus the registered replay kind it needs, if any."""
+    """repro.py for one artifact: the template, zoo/compat.py copied in, and the registered replay kind it needs."""
     source = REPRO_TEMPLATE.read_text(encoding="utf-8")
+    compat = compat_source()
+    if compat:
+        source = source.replace(COMPAT_MARKER, f"{COMPAT_MARKER}: {COMPAT_MODULE.name} as of "
+                                f"{time.strftime('%Y-%m-%d', time.gmtime())}\n{compat}\n# -- end of zoo/compat.py", 1)
     if kind not in _REGISTERED:
         return source
     function = _REGISTERED[kind]
@@ -297,10 +383,24 @@ def _model_meta(subject) -> dict:
 
 def _replay_recipe(subject, inputs, details) -> dict:
     recipe = details.get("replay") or FOUNDATION_REPLAYS.get(details.get("prop"), {"kind": "suite-only"})
+    if callable(recipe):  # declared lazily (`replay=lambda: compared(...)`): built only for a failure
+        recipe = recipe()
     recipe = {"kind": recipe} if isinstance(recipe, str) else dict(recipe)
-    if recipe["kind"] == "shapes":
-        recipe["expected_shapes"] = {k: list(v) for k, v in subject.expected_shapes(inputs, hidden_states=True).items()}
-    return recipe
+    if recipe["kind"] == "shapes" or (recipe["kind"] == "judge" and {"shapes", "bad_input"} & set(recipe["checks"])):
+        recipe.setdefault("contract", _contract_meta(subject, inputs))
+    return _jsonable(recipe)
+
+
+def _contract_meta(subject, inputs) -> dict | None:
+    """The shape contract for these inputs as JSON (required, optional, unchecked); None if it has none."""
+    try:
+        found = subject.contract(inputs, hidden_states=True)
+    except Exception:  # bad input may have no contract at all (an empty batch): judged on finiteness only
+        return None
+    def shapes(table):
+        return {name: [list(w) for w in want] if isinstance(want, list) else list(want) for name, want in table.items()}
+    return {"required": shapes(found.required), "optional": shapes(found.optional),
+            "unchecked": sorted(found.unchecked)}
 
 
 _TOLERANCE = re.compile(r"rtol=(?P<rtol>[-+.\deE]+), atol=(?P<atol>[-+.\deE]+)(?P<scaled> x max\(1, max\|ref\|\))?")

@@ -20,6 +20,7 @@ the numbers the suite printed.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -36,8 +37,43 @@ class CannotRun(Exception):
     """The failure cannot be replayed on this machine (a device or replay kind is missing)."""
 
 
+# -- compatibility across transformers releases ---------------------------------------------
+# properties/artifacts.py copies zoo/compat.py below these fallbacks when it writes the artifact (one
+# place for the differences between 5.x releases; its definitions win); the fallbacks keep the
+# template runnable on its own.
+
+
+def _accepts(model, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(model.forward).parameters
+
+
+def _cache_argument(model) -> str:
+    """The forward's name for the KV cache: `cache` from the late 5.2x releases, `past_key_values` before."""
+    return "cache" if _accepts(model, "cache") else "past_key_values"
+
+
+def _returned_cache(output):
+    for name in ("cache", "past_key_values"):
+        value = output.get(name) if hasattr(output, "get") else getattr(output, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _enable_checkpointing(model) -> None:
+    """Activation checkpointing under the release's name (`gradient_checkpointing_enable` before the rename)."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+
+
+# -- zoo/compat.py (copied in)
+
+
 # -- the model and its inputs -------------------------------------------------------------------
-def load_model(meta: dict, *, dtype: str | None = None, device: str | None = None) -> torch.nn.Module:
+def load_model(meta: dict, *, dtype: str | None = None, device: str | None = None,
+               attn_implementation: str | None = None) -> torch.nn.Module:
     """The model under test: a zoo model rebuilt from config + seed, or the checkpoint it came from."""
     spec = meta["model"]
     model_class = getattr(transformers, spec["model_class"])
@@ -50,6 +86,8 @@ def load_model(meta: dict, *, dtype: str | None = None, device: str | None = Non
     device = device or meta["device"]
     if device != "cpu" and not _device_available(device):
         raise CannotRun(f"this failure ran on {device}, which this machine does not have")
+    if attn_implementation:
+        model.set_attn_implementation(attn_implementation)
     return model.eval().to(device=device, dtype=getattr(torch, dtype or meta["dtype"]))
 
 
@@ -64,7 +102,7 @@ def input_set(tensors: dict, name: str = "") -> dict[str, torch.Tensor]:
     if not name:
         return {k: v for k, v in tensors.items() if "." not in k}
     prefix = name + "."
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and "." not in k[len(prefix):]}
 
 
 def flatten_outputs(output, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -82,12 +120,24 @@ def flatten_outputs(output, prefix: str = "") -> dict[str, torch.Tensor]:
     return flat
 
 
-def forward(model: torch.nn.Module, inputs: dict[str, torch.Tensor], call: dict) -> dict[str, torch.Tensor]:
-    """One forward without gradients, with the suite's calling convention (stored in meta.json)."""
+def model_kwargs(model, inputs: dict, call: dict, meta: dict | None = None) -> dict:
+    """`model(**kwargs)` arguments as the suite builds them (Subject.model_kwargs): fresh copies on the
+    model's device and dtype, position ids from the mask for causal models, the stored call flags."""
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    kwargs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in inputs.items()}
+    kwargs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None, copy=True)
+              for k, v in inputs.items()}
+    causal = meta is not None and "causal" in meta["spec"]["capabilities"]
+    if causal and "attention_mask" in kwargs and "position_ids" not in kwargs and _accepts(model, "position_ids"):
+        kwargs["position_ids"] = (kwargs["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+    kwargs.update(call)
+    return kwargs
+
+
+def forward(model: torch.nn.Module, inputs: dict[str, torch.Tensor], call: dict,
+            meta: dict | None = None) -> dict[str, torch.Tensor]:
+    """One forward without gradients, with the suite's calling convention (stored in meta.json)."""
     with torch.no_grad():
-        return flatten_outputs(model(**kwargs, **call))
+        return flatten_outputs(model(**model_kwargs(model, inputs, call, meta)))
 
 
 # -- comparing (mirrors devices/tolerance.py) ----------------------------------------------------
@@ -106,9 +156,14 @@ def difference(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: 
     )
 
 
-def compare(actual: dict, expected: dict, tol: dict, meta: dict, masks: dict | None = None) -> list[str]:
+def _head(meta: dict, what: str | None = None) -> str:
+    return f"[{meta['model']['name']}] {meta['property']}" + (f" ({what})" if what else "")
+
+
+def compare(actual: dict, expected: dict, tol: dict, meta: dict, masks: dict | None = None,
+            what: str | None = None) -> list[str]:
     """The first output of `expected` that `actual` misses or does not match within `tol` (suite wording)."""
-    head = f"[{meta['model']['name']}] {meta['property']}"
+    head = _head(meta, what)
     missing = sorted(set(expected) - set(actual))
     if missing:
         return [f"{head}: outputs missing on one side: {missing}"]
@@ -118,18 +173,44 @@ def compare(actual: dict, expected: dict, tol: dict, meta: dict, masks: dict | N
             got, ref = got[masks[name]], ref[masks[name]]
         if got.shape != ref.shape:
             return [f"{head}: output {name!r} has shape {tuple(got.shape)}, expected {tuple(ref.shape)}"]
+        if got.is_floating_point() and ref.is_floating_point():  # a lower precision is judged cast up
+            wide = torch.promote_types(got.dtype, ref.dtype)
+            got, ref = got.to(wide), ref.to(wide)
         rtol, atol = tol["rtol"], tol["atol"]
         if tol.get("scale_atol") and ref.numel():
             atol *= max(1.0, float(ref.detach().abs().max().double()))
         try:
-            torch.testing.assert_close(got, ref, rtol=rtol, atol=atol, equal_nan=False, check_device=False)
+            torch.testing.assert_close(got, ref, rtol=rtol, atol=atol, equal_nan=False, check_device=False,
+                                       check_dtype=False)
         except AssertionError:
             return [f"{head}: output {name!r} differs beyond {tol['text']}\n{difference(got, ref, rtol, atol)}"]
     return []
 
 
+def nonfinite(outputs: dict) -> list[str]:
+    """`name: n of N non-finite (NaN a, Inf b), first at (...)` for each floating output with NaN/Inf."""
+    problems = []
+    for name, tensor in outputs.items():
+        if not tensor.is_floating_point():
+            continue
+        bad = ~torch.isfinite(tensor)
+        if bad.any():
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            problems.append(
+                f"{name}: {int(bad.sum())} of {tensor.numel()} non-finite "
+                f"(NaN {int(tensor.isnan().sum())}, Inf {int(tensor.isinf().sum())}), first at {first}"
+            )
+    return problems
+
+
 PAIRWISE_OUTPUTS = {"logits_per_text", "logits_per_image"}  # as zoo/subject.py
 TOKEN_OUTPUTS_2D = {"start_logits", "end_logits"}
+
+
+def _conv_frames(samples: int, layers) -> int:
+    for kernel, stride in layers:  # as zoo.contract.conv_frames
+        samples = (samples - kernel) // stride + 1
+    return samples
 
 
 def real_token_masks(outputs: dict, inputs: dict, meta: dict) -> dict:
@@ -137,6 +218,11 @@ def real_token_masks(outputs: dict, inputs: dict, meta: dict) -> dict:
     if "attention_mask" not in inputs:
         return {}
     mask = inputs["attention_mask"].bool()
+    if "input_values" in inputs:  # a sample-level mask: real frames are those of the real samples
+        layers = meta["spec"].get("extra", {}).get("contract", {}).get("conv_layers", [])
+        total = _conv_frames(mask.shape[1], layers)
+        real = [_conv_frames(int(n), layers) for n in mask.sum(-1)]
+        mask = torch.arange(total)[None, :] < torch.tensor(real)[:, None]
     encoder_decoder = "encoder_decoder" in meta["spec"]["capabilities"]
     masks = {}
     for name, tensor in outputs.items():
@@ -149,94 +235,413 @@ def real_token_masks(outputs: dict, inputs: dict, meta: dict) -> dict:
     return masks
 
 
-def row_outputs(outputs: dict, inputs: dict, row: int, meta: dict) -> dict:
-    """Row `row` of batched outputs, per-token outputs cut to its real tokens (as Subject.row_outputs)."""
-    masks = real_token_masks(outputs, inputs, meta)
+def select_rows(outputs: dict, rows) -> dict:
+    """The outputs of batch rows `rows`, in that order (pairwise outputs on both axes; as Subject.select_rows)."""
+    index = torch.as_tensor(list(rows), dtype=torch.long)
     picked = {}
     for name, tensor in outputs.items():
-        tensor = tensor[row : row + 1]
+        tensor = tensor[index.to(tensor.device)]
         if name.rsplit(".", 1)[-1] in PAIRWISE_OUTPUTS:
-            tensor = tensor[:, row : row + 1]
-        picked[name] = tensor[:, masks[name][row]] if name in masks else tensor
+            tensor = tensor[:, index.to(tensor.device)]
+        picked[name] = tensor
     return picked
 
 
+def row_outputs(outputs: dict, inputs: dict, row: int, meta: dict) -> dict:
+    """Row `row` of batched outputs, per-token outputs cut to its real tokens (as Subject.row_outputs)."""
+    masks = real_token_masks(outputs, inputs, meta)
+    picked = select_rows(outputs, [row])
+    for name, mask in masks.items():
+        picked[name] = picked[name][:, mask[row]]
+    return picked
+
+
+# -- running one side of a comparison ---------------------------------------------------------------
+class _Settings:
+    """Thread count, deterministic algorithms and no TF32 for one side (restored afterwards)."""
+
+    def __init__(self, side: dict):
+        self.threads, self.deterministic = side.get("threads"), bool(side.get("deterministic"))
+
+    def __enter__(self):
+        self.saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                      torch.backends.cuda.matmul.allow_tf32)
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        torch.use_deterministic_algorithms(self.deterministic or self.saved[1])
+        torch.backends.cuda.matmul.allow_tf32 = False
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.saved[0])
+        torch.use_deterministic_algorithms(self.saved[1])
+        torch.backends.cuda.matmul.allow_tf32 = self.saved[2]
+
+
+def side_model(meta: dict, side: dict) -> torch.nn.Module:
+    """The model one side runs: converted, attention switched, quantized or in train mode as the side says."""
+    model = load_model(meta, dtype=side.get("dtype"), device=side.get("device"),
+                       attn_implementation=side.get("attn_implementation"))
+    if side.get("quantize"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=getattr(torch, side["quantize"]))
+    if side.get("checkpointing"):
+        _enable_checkpointing(model)
+    if side.get("train") or side.get("run") in ("gradients", "train_outputs"):
+        model.train()
+    return model
+
+
+def _labels(meta, inputs):
+    """Labels for the model's own loss, padding ignored (as zoo.training.labels_for); None: generic loss."""
+    caps = meta["spec"]["capabilities"]
+    if "encoder_decoder" in caps:
+        return inputs["decoder_input_ids"].clone()
+    if "causal" in caps:
+        labels = inputs["input_ids"].clone()
+        if "attention_mask" in inputs:
+            labels[inputs["attention_mask"] == 0] = -100
+        return labels if (labels[:, 1:] != -100).any() else None
+    return None
+
+
+def _gradients(model, inputs, call, meta, seed):
+    """(loss, {trainable parameter: grad or None}) after one backward with dropout seeded (as zoo.training)."""
+    call = {k: v for k, v in call.items() if k != "output_hidden_states"}
+    labels = _labels(meta, inputs)
+    model.zero_grad(set_to_none=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        extra = {} if labels is None else {"labels": labels.to(next(model.parameters()).device)}
+        output = model(**model_kwargs(model, inputs, {**call, **extra}, meta))
+        if labels is not None:
+            loss = output.loss
+        else:
+            loss = sum(t.float().pow(2).mean() for t in flatten_outputs(output).values() if t.is_floating_point())
+        loss.backward()
+    return loss.detach(), {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _decoded_key(meta) -> str:
+    return "decoder_input_ids" if "encoder_decoder" in meta["spec"]["capabilities"] else "input_ids"
+
+
+def _cached_logits(model, inputs, call, meta, prefix_length: int) -> torch.Tensor:
+    """The first `prefix_length` decoded tokens in one call, then one per call with the cache (as zoo.generation)."""
+    key = _decoded_key(meta)
+    sequence = inputs[key]
+    causal_mask = inputs.get("attention_mask") if key == "input_ids" else None
+    bounds = [0, prefix_length] + list(range(prefix_length + 1, sequence.shape[1] + 1))
+    cache, encoder_outputs, pieces = None, None, []
+    call = {k: v for k, v in call.items() if k not in ("output_hidden_states", "use_cache")}
+    for start, stop in zip(bounds, bounds[1:]):
+        step = dict(inputs, **{key: sequence[:, start:stop]})
+        extra = {"use_cache": True, _cache_argument(model): cache}
+        if causal_mask is not None:
+            step["attention_mask"] = causal_mask[:, :stop]
+        if encoder_outputs is not None:
+            step = {k: v for k, v in step.items() if k in (key, "attention_mask")}
+            extra["encoder_outputs"] = encoder_outputs
+        step.pop("position_ids", None)
+        kwargs = model_kwargs(model, step, {**call, **extra}, meta)
+        if "position_ids" in kwargs:
+            kwargs["position_ids"] = kwargs["position_ids"][:, start:stop]
+        with torch.no_grad():
+            out = model(**kwargs)
+        cache = _returned_cache(out)
+        if out.get("encoder_last_hidden_state") is not None:
+            encoder_outputs = transformers.modeling_outputs.BaseModelOutput(
+                last_hidden_state=out.encoder_last_hidden_state)
+        pieces.append(out.logits)
+    return torch.cat(pieces, dim=1)
+
+
+def _greedy(model, inputs, call, meta, max_new_tokens: int, use_cache: bool) -> dict:
+    """Greedy `generate`: new tokens per row (cut after the first EOS) and each step's logits (as zoo.generation)."""
+    conditioning = {k: v for k, v in inputs.items() if k not in ("decoder_input_ids", "position_ids")}
+    kwargs = model_kwargs(model, conditioning, {"use_cache": use_cache}, meta)
+    kwargs.pop("position_ids", None)
+    with torch.no_grad():
+        out = model.generate(**kwargs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                             return_dict_in_generate=True, output_logits=True)
+    new = out.sequences[:, out.sequences.shape[1] - len(out.logits):]
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    tokens = [row[: next((i + 1 for i, t in enumerate(row) if t in eos), len(row))] for row in new.tolist()]
+    return {"tokens": tokens, "logits": torch.stack(out.logits, dim=1)}
+
+
+def _mask_4d(inputs, causal: bool, dtype) -> torch.Tensor:
+    """The additive 4-D mask equivalent to the 2-D one (as properties/test_batching.mask_4d)."""
+    keys = inputs["attention_mask"].bool()
+    rows, length = keys.shape
+    allowed = keys[:, None, None, :].expand(rows, 1, length, length)
+    if causal:
+        allowed = allowed & torch.ones(length, length, dtype=torch.bool).tril()
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def run_side(meta: dict, tensors: dict, side: dict) -> tuple[dict, dict]:
+    """One side of a comparison: `(outputs, inputs)`.
+
+    A SIDE is a dict; every key is optional:
+      inputs       stored input set ("" the drawn inputs, "items.2", "other_inputs", ...)
+      dtype, device, attn_implementation, quantize ("qint8"), threads, deterministic
+      run          "forward" (default), "full_logits", "cached_logits" (+ prefix_length),
+                   "greedy" (+ max_new_tokens, use_cache), "gradients" / "train_outputs" (+ seed, checkpointing)
+      call         extra forward keyword arguments (JSON values); mask_4d: "causal" | "bidirectional"
+      row          keep one batch row, per-token outputs cut to its real tokens (row_mask: another 0/1 mask)
+      rows         keep these batch rows, in this order
+    """
+    model = side_model(meta, side)
+    inputs = input_set(tensors, side.get("inputs", ""))
+    call = {**meta["call"], **side.get("call", {})}
+    if side.get("mask_4d"):
+        call["attention_mask"] = _mask_4d(inputs, side["mask_4d"] == "causal", next(model.parameters()).dtype)
+    run = side.get("run", "forward")
+    with _Settings(side):
+        if run == "forward":
+            outputs = forward(model, inputs, call, meta)
+        elif run == "full_logits":
+            outputs = {"logits": forward(model, inputs, {k: v for k, v in call.items()
+                                                         if k != "output_hidden_states"}, meta)["logits"]}
+        elif run == "cached_logits":
+            outputs = {"logits": _cached_logits(model, inputs, call, meta, int(side["prefix_length"]))}
+        elif run == "greedy":
+            outputs = _greedy(model, inputs, call, meta, int(side["max_new_tokens"]), bool(side.get("use_cache", True)))
+        elif run == "gradients":
+            loss, grads = _gradients(model, inputs, call, meta, int(side.get("seed", 0)))
+            outputs = {"loss": loss, **{f"grad of {k}": v for k, v in grads.items()}}
+        elif run == "train_outputs":
+            with torch.random.fork_rng(), torch.no_grad():
+                torch.manual_seed(int(side.get("seed", 0)))
+                outputs = flatten_outputs(model(**model_kwargs(
+                    model, inputs, {k: v for k, v in call.items() if k != "output_hidden_states"}, meta)))
+        else:
+            raise CannotRun(f"unknown side run {run!r}")
+    if "row_mask" in side:
+        mask = torch.tensor(side["row_mask"])
+        outputs = row_outputs(outputs, {"attention_mask": mask}, side.get("row", 0), meta)
+    elif "row" in side:
+        outputs = row_outputs(outputs, inputs, side["row"], meta)
+        inputs = {k: v[side["row"]: side["row"] + 1] for k, v in inputs.items()}
+    if "rows" in side:
+        outputs = select_rows(outputs, side["rows"])
+        inputs = {k: v[list(side["rows"])] for k, v in inputs.items()}
+    return outputs, inputs
+
+
 # -- replay kinds: how each property reruns (meta["replay"]["kind"]) ----------------------------
+def _greedy_problems(got: dict, ref: dict, rows, tol, meta, what) -> list[str]:
+    """Two greedy decodings agree: step logits close, tokens equal until a near-tie (as the cache property)."""
+    got_tokens, ref_tokens = got["tokens"][rows[0]], ref["tokens"][rows[1]]
+    for step in range(min(len(got_tokens), len(ref_tokens))):
+        name = f"logits at generated step {step} (tokens so far {ref_tokens[:step]})"
+        problems = compare({name: got["logits"][rows[0], step]}, {name: ref["logits"][rows[1], step]}, tol, meta,
+                           what=what)
+        if problems:
+            return problems
+        if got_tokens[step] != ref_tokens[step]:
+            return []  # tied within rounding: both continuations are right
+    return [] if got_tokens == ref_tokens else [f"{_head(meta, what)}: generated {got_tokens}, expected {ref_tokens}"]
+
+
+def replay_compare(meta, tensors) -> list[str]:
+    """Two runs compared within the tolerance, for every pair the property declared.
+
+    `meta["replay"]` = {"kind": "compare", "pairs": [PAIR, ...]} (or one pair's keys at the top level);
+    a PAIR = {"actual": SIDE, "expected": SIDE, "real_tokens": "expected" | "actual" | None,
+    "finite": bool (the actual side must be finite first), "judge": "close" | "greedy",
+    "rows": [actual row, expected row] or "each" (greedy), "what": text for the message}.
+    See `run_side` for a SIDE. The first pair that differs is reported.
+    """
+    recipe = meta["replay"]
+    pairs = recipe.get("pairs") or [recipe]
+    tol = meta["tolerance"]
+    for pair in pairs:
+        actual, actual_inputs = run_side(meta, tensors, pair.get("actual", {}))
+        expected, expected_inputs = run_side(meta, tensors, pair.get("expected", {}))
+        what = pair.get("what")
+        if pair.get("judge") == "greedy":
+            rows = pair.get("rows", "each")
+            rows = [(r, r) for r in range(len(expected["tokens"]))] if rows == "each" else [tuple(rows)]
+            problems = [p for r in rows for p in _greedy_problems(actual, expected, r, tol, meta, what)][:1]
+        else:
+            if pair.get("finite"):
+                bad = nonfinite(actual)
+                if bad:
+                    return [f"{_head(meta, what)}: " + "; ".join(bad)]
+            masks = None
+            real = pair.get("real_tokens", "expected" if recipe.get("real_tokens_only") else None)
+            if real == "expected":
+                masks = real_token_masks(expected, expected_inputs, meta)
+            elif real == "actual":
+                masks = real_token_masks(actual, actual_inputs, meta)
+            problems = compare(actual, expected, tol, meta, masks, what=what)
+        if problems:
+            return problems
+    return []
+
+
+def _shape_matches(got, want) -> bool:
+    if want and isinstance(want[0], list):  # alternatives (as zoo.contract.shape_matches)
+        return any(_shape_matches(got, w) for w in want)
+    return len(got) == len(want) and all(w is None or g == w for g, w in zip(got, want))
+
+
+def _show(want) -> str:
+    if want and isinstance(want[0], list):
+        return " or ".join(_show(w) for w in want)
+    return "(" + ", ".join("*" if d is None else str(d) for d in want) + (",)" if len(want) == 1 else ")")
+
+
+def contract_problems(outputs: dict, contract: dict) -> list[str]:
+    """What is wrong with the output shapes under the stored contract (as zoo.contract.Contract.problems)."""
+    got = {name: list(t.shape) for name, t in outputs.items()}
+    shapes = {**contract.get("optional", {}), **contract["required"]}
+    wrong = [f"{n}: got {tuple(got[n])}, expected {_show(w)}" for n, w in shapes.items()
+             if n in got and not _shape_matches(got[n], w)]
+    missing = sorted(set(contract["required"]) - set(got))
+    if missing:
+        wrong.append(f"missing outputs {missing}")
+    unchecked = set(contract.get("unchecked", ()))
+    extra = sorted(n for n in set(got) - set(shapes) if n.split(".", 1)[0] not in unchecked)
+    if extra:
+        wrong.append(f"outputs outside the contract {extra}")
+    return wrong
+
+
+def _untouched(model, inputs, call, meta) -> list[str]:
+    """The forward leaves every tensor argument as it was (shape, dtype, values)."""
+    kwargs = model_kwargs(model, inputs, call, meta)
+    tensors = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
+    before = {k: (v.clone(), v.dtype, tuple(v.shape)) for k, v in tensors.items()}
+    with torch.no_grad():
+        model(**kwargs)
+    changed = []
+    for name, value in tensors.items():
+        copy, dtype, shape = before[name]
+        if value.dtype != dtype or tuple(value.shape) != shape:
+            changed.append(f"{name!r} became {value.dtype} {tuple(value.shape)} (was {dtype} {shape})")
+        elif not torch.equal(value, copy):
+            changed.append(f"{name!r} was modified in place: "
+                           f"{difference(value.double(), copy.double(), 0.0, 0.0)}")
+    return changed
+
+
+def replay_judge(meta, tensors) -> list[str]:
+    """One run judged alone: `meta["replay"]` = {"kind": "judge", "checks": [...], "side": SIDE, ...}.
+
+    Checks: "finite" (no NaN/Inf), "shapes" (outputs keep the stored `contract`), "untouched" (the
+    forward leaves its inputs alone), "bad_input" (a raise is fine; else finite outputs within the
+    contract, and `must_refuse` inputs must raise), "clear_refusal" (a raise must be a clear error),
+    "finite_gradients" (a gradient for every trainable parameter, all finite).
+    """
+    recipe = meta["replay"]
+    checks, side = recipe.get("checks", ["finite"]), recipe.get("side", {})
+    shapes = {k: tuple(v.shape) for k, v in input_set(tensors, side.get("inputs", "")).items()}
+    head = _head(meta, (f"{recipe['what']}, " if recipe.get("what") else "") + f"inputs {shapes}"
+                 if {"shapes", "bad_input", "clear_refusal"} & set(checks) else recipe.get("what"))
+    if "untouched" in checks:
+        changed = _untouched(side_model(meta, side), input_set(tensors, side.get("inputs", "")),
+                             {**meta["call"], **side.get("call", {})}, meta)
+        if changed:
+            return [f"{head}: the forward pass changed its inputs: " + "; ".join(changed)]
+    if "finite_gradients" in checks:
+        outputs, _ = run_side(meta, tensors, {"run": "gradients", **side})
+        loss = outputs.pop("loss")
+        if not torch.isfinite(loss):
+            return [f"{head}: the loss is {loss.item()}"]
+        missing = sorted(n.removeprefix("grad of ") for n, g in outputs.items() if g is None)
+        if missing:
+            return [f"{head}: {len(missing)} trainable parameters received no gradient: {missing[:8]}"]
+        bad = nonfinite({n: g for n, g in outputs.items() if g is not None})
+        return [f"{head}: non-finite gradients in {len(bad)} parameters: " + "; ".join(bad[:5])] if bad else []
+    if not {"finite", "shapes", "bad_input", "clear_refusal"} & set(checks):
+        return []
+    try:
+        outputs, _ = run_side(meta, tensors, side)
+    except CannotRun:
+        raise
+    except Exception as exc:
+        if "clear_refusal" in checks:
+            why = _unclear(exc)
+            return [f"{head}: refused with a low-level error ({why}): {type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"] if why else []
+        if "bad_input" in checks:
+            return []  # refusing bad input is an acceptable answer
+        raise
+    problems = []
+    if "shapes" in checks or "bad_input" in checks:
+        wrong = contract_problems(outputs, recipe["contract"])
+        if "bad_input" in checks:
+            wrong = [p for p in wrong if not p.startswith(("missing", "outputs outside"))]
+        problems += wrong
+    if "finite" in checks or "bad_input" in checks:
+        problems += nonfinite(outputs)
+    if "bad_input" in checks and recipe.get("must_refuse"):
+        problems.insert(0, "no output can be right for this input, so it must raise")
+    if "bad_input" in checks and problems:
+        return [f"{head}: accepted silently with bad outputs: " + "; ".join(problems)]
+    return [f"{head}: " + "; ".join(problems)] if problems else []
+
+
+# Clear errors (mirrors properties/clear_errors.py: a ValueError/TypeError about the input).
+_INTERNAL = re.compile("|".join((
+    r"index out of range", r"object is not iterable", r"has no len\(\)", r"object is not subscriptable",
+    r"cannot be interpreted as an integer", r"unhashable type", r"object has no attribute",
+    r"too (large|small) to (convert|fit)", r"division by zero", r"unsupported operand type",
+    r"takes \d+ positional arguments? but \d+ (was|were) given", r"cannot reshape array",
+    r"operands could not be broadcast",
+)))
+
+
+def _unclear(exc: BaseException) -> str | None:
+    if not isinstance(exc, (ValueError, TypeError)):
+        return f"{type(exc).__name__} is neither a ValueError nor a TypeError"
+    message = str(exc).strip()
+    if not message:
+        return "the message is empty"
+    internal = _INTERNAL.search(message)
+    return f"the message ({internal.group(0)!r}) is the interpreter's, not about the input" if internal else None
+
+
 def replay_finite(meta, tensors) -> list[str]:
     """finite: no NaN or Inf in any floating output."""
-    outputs = forward(load_model(meta), input_set(tensors), meta["call"])
-    problems = []
-    for name, tensor in outputs.items():
-        if not tensor.is_floating_point():
-            continue
-        bad = ~torch.isfinite(tensor)
-        if bad.any():
-            first = tuple(int(i) for i in bad.nonzero()[0])
-            problems.append(
-                f"{name}: {int(bad.sum())} of {tensor.numel()} non-finite "
-                f"(NaN {int(tensor.isnan().sum())}, Inf {int(tensor.isinf().sum())}), first at {first}"
-            )
-    return [f"[{meta['model']['name']}] {meta['property']}: " + "; ".join(problems)] if problems else []
+    return replay_judge({**meta, "replay": {**meta["replay"], "checks": ["finite"]}}, tensors)
+
+
+def replay_shapes(meta, tensors) -> list[str]:
+    """shape contract: the outputs keep the stored contract (names and shapes)."""
+    recipe = dict(meta["replay"])
+    if "contract" not in recipe:  # artifacts written before contracts had optional outputs
+        recipe["contract"] = {"required": recipe["expected_shapes"]}
+    return replay_judge({**meta, "replay": {**recipe, "checks": ["shapes"]}}, tensors)
 
 
 def replay_same_twice(meta, tensors) -> list[str]:
     """determinism: two forwards of the same input agree within the (exact) tolerance."""
     model, inputs = load_model(meta), input_set(tensors)
-    first = forward(model, inputs, meta["call"])
-    second = forward(model, inputs, meta["call"])
+    first = forward(model, inputs, meta["call"], meta)
+    second = forward(model, inputs, meta["call"], meta)
     return compare(second, first, meta["tolerance"], meta)
-
-
-def replay_shapes(meta, tensors) -> list[str]:
-    """shape contract: the outputs are exactly the stored expected names and shapes."""
-    outputs = forward(load_model(meta), input_set(tensors), meta["call"])
-    got = {name: list(t.shape) for name, t in outputs.items()}
-    want = meta["replay"]["expected_shapes"]
-    wrong = [f"{n}: got {tuple(got[n])}, expected {tuple(want[n])}" for n in want if n in got and got[n] != want[n]]
-    if sorted(set(want) - set(got)):
-        wrong.append(f"missing outputs {sorted(set(want) - set(got))}")
-    if sorted(set(got) - set(want)):
-        wrong.append(f"outputs outside the contract {sorted(set(got) - set(want))}")
-    shapes = {k: tuple(v.shape) for k, v in input_set(tensors).items() if k in meta["inputs"]}
-    return [f"[{meta['model']['name']}] {meta['property']} (inputs {shapes}): " + "; ".join(wrong)] if wrong else []
 
 
 def replay_save_load(meta, tensors) -> list[str]:
     """save/load: save_pretrained (safetensors) then from_pretrained gives the same outputs."""
     model, inputs = load_model(meta), input_set(tensors)
-    before = forward(model, inputs, meta["call"])
+    before = forward(model, inputs, meta["call"], meta)
     with tempfile.TemporaryDirectory() as directory:
         model.save_pretrained(directory)
         reloaded = type(model).from_pretrained(directory, local_files_only=True, use_safetensors=True)
-        after = forward(reloaded.eval().to(next(model.parameters()).device), inputs, meta["call"])
+        with torch.no_grad():  # fresh aligned storage, as the suite compares: memory-mapped weights at 8-byte
+            for tensor in [*reloaded.parameters(), *reloaded.buffers()]:  # offsets may take other CPU kernels
+                tensor.data = tensor.data.clone()
+        after = forward(reloaded.eval().to(next(model.parameters()).device), inputs, meta["call"], meta)
     return compare(after, before, meta["tolerance"], meta)
-
-
-def _side(meta, tensors, side: dict) -> tuple[dict, dict]:
-    model = load_model(meta, dtype=side.get("dtype"), device=side.get("device"))
-    if side.get("attn_implementation"):
-        model.set_attn_implementation(side["attn_implementation"])
-    inputs = input_set(tensors, side.get("inputs", ""))
-    outputs = forward(model, inputs, {**meta["call"], **side.get("call", {})})
-    if "row" in side:
-        outputs = row_outputs(outputs, inputs, side["row"], meta)
-        inputs = {k: v[side["row"] : side["row"] + 1] for k, v in inputs.items()}
-    return outputs, inputs
-
-
-def replay_compare(meta, tensors) -> list[str]:
-    """Any two-sided comparison: each side = (input set, dtype, device, attention, call kwargs, batch row).
-
-    `meta["replay"]` = {"kind": "compare", "actual": SIDE, "expected": SIDE, "real_tokens_only": bool};
-    a SIDE is a dict with optional keys `inputs` (stored input set name), `dtype`, `device`,
-    `attn_implementation`, `call` (extra forward kwargs) and `row` (keep one batch row, cut to its real
-    tokens, to compare with that item run alone).
-    """
-    recipe = meta["replay"]
-    actual, _ = _side(meta, tensors, recipe.get("actual", {}))
-    expected, expected_inputs = _side(meta, tensors, recipe.get("expected", {}))
-    masks = real_token_masks(expected, expected_inputs, meta) if recipe.get("real_tokens_only") else None
-    return compare(actual, expected, meta["tolerance"], meta, masks)
 
 
 # pipeline: mirrors zoo/pipelines.py (the pipeline against processor + model for one raw input)
@@ -313,6 +718,7 @@ REPLAYS = {
     "shapes": replay_shapes,
     "save_load": replay_save_load,
     "compare": replay_compare,
+    "judge": replay_judge,
     "pipeline": replay_pipeline,
 }
 

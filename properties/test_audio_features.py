@@ -17,7 +17,7 @@ from properties.artifacts import record
 from properties.clear_errors import describe, unclear
 from strategies.audio import raw_waveforms, sampling_rates
 
-pytestmark = pytest.mark.needs("audio")
+pytestmark = pytest.mark.needs("audio", "feature_extractor")
 
 
 def feature_extractor_of(subject):

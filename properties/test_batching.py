@@ -4,18 +4,29 @@ masked padding it gets.
 Items are drawn one by one and composed into padded batches (`strategies.batches.compose`): left
 padding for causal models, whose position ids then come from the mask, right padding otherwise.
 Only an item's real tokens are compared; what the model puts at masked positions is free.
+
+The same batch written another way gives the same outputs too: packed padding-free into one row
+whose `position_ids` restart at each item (no attention mask), or with a 4-D attention mask
+equivalent to the 2-D one.
 """
 
+import inspect
+import weakref
+
+import numpy as np
 import pytest
+import torch
 from hypothesis import given, strategies as st
 
 from devices.tolerance import assert_outputs_close, tolerance
-from properties.artifacts import record
+from properties.artifacts import compared, pair, per_row, record, side
 from strategies.batches import composed_batches, padding_amounts, reordered_batches
 
 INVARIANCE = "batch invariance"
 ORDER = "batch order"
 PADDING = "padding amount"
+PACKED = "packed sequences"
+MASK_4D = "4-D attention mask"
 
 
 def reordered_tolerance(subject, outputs):
@@ -64,17 +75,94 @@ def check_padding_amount(subject, pair) -> None:
         )
 
 
+def packed(batch) -> tuple[dict[str, np.ndarray], list[slice]]:
+    """The batch's items concatenated into one row, `position_ids` restarting at 0 for each item, no
+    attention mask; and each item's slice of the row."""
+    lengths = [item["input_ids"].shape[1] for item in batch.items]
+    starts = np.cumsum([0] + lengths)
+    inputs = {
+        "input_ids": np.concatenate([item["input_ids"] for item in batch.items], axis=1),
+        "position_ids": np.concatenate([np.arange(n)[None] for n in lengths], axis=1),
+    }
+    return inputs, [slice(a, b) for a, b in zip(starts, starts[1:])]
+
+
+def check_packed_sequences(subject, batch) -> None:
+    """Items packed padding-free into one row with restarting `position_ids` get the outputs of the padded batch."""
+    padded = subject.forward(batch.inputs, hidden_states=True)
+    row_inputs, segments = packed(batch)
+    packed_outputs = subject.forward(row_inputs, hidden_states=True)
+    tol = reordered_tolerance(subject, padded)
+    for row, segment in enumerate(segments):
+        # the item's segment as the "real tokens" of the packed row
+        in_segment = np.zeros_like(row_inputs["input_ids"])
+        in_segment[0, segment] = 1
+        assert_outputs_close(
+            subject.row_outputs(packed_outputs, {"attention_mask": in_segment}, 0),
+            subject.row_outputs(padded, batch.inputs, row), tol, model=subject.name,
+            prop=f"{PACKED} (item {row} of {len(batch)} at packed positions {segment.start}..{segment.stop - 1} "
+            f"vs row {row} of the {batch.padding_side}-padded batch)",
+        )
+
+
+def _probe_inputs(subject, batch, last_id: int) -> dict:
+    """Row 0's non-token inputs with a fixed 4-token text ending in `last_id`."""
+    inputs = {key: value[:1] for key, value in batch.inputs.items()}
+    inputs["input_ids"] = np.array([[1, 2, 3, last_id]]) % subject.spec.vocab_size
+    inputs["attention_mask"] = np.ones((1, 4), dtype=np.int64)
+    return inputs
+
+
+_CAUSAL: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+def attends_causally(subject, batch) -> bool:
+    """Whether the subject's text attention is causal: changing the last token leaves the first token's
+    outputs bit-identical. Asked of the model (once per model object), so no list of model types is needed."""
+    if subject.model not in _CAUSAL:
+        outputs = [subject.forward(_probe_inputs(subject, batch, last), hidden_states=True) for last in (4, 5)]
+        masks = subject.real_token_masks(outputs[0], _probe_inputs(subject, batch, 4))
+        _CAUSAL[subject.model] = all(torch.equal(outputs[0][n][:, 0], outputs[1][n][:, 0]) for n in masks)
+    return _CAUSAL[subject.model]
+
+
+def mask_4d(subject, batch) -> torch.Tensor:
+    """The additive (batch, 1, query, key) mask equivalent to the batch's 2-D mask: 0 where a query may
+    attend a key (a real key, and not a later one if the model is causal), the dtype's minimum elsewhere."""
+    keys = torch.from_numpy(batch.inputs["attention_mask"]).bool()
+    rows, length = keys.shape
+    allowed = keys[:, None, None, :].expand(rows, 1, length, length)
+    if attends_causally(subject, batch):
+        allowed = allowed & torch.ones(length, length, dtype=torch.bool).tril()
+    return torch.zeros(allowed.shape, dtype=subject.dtype).masked_fill(~allowed, torch.finfo(subject.dtype).min)
+
+
+def check_4d_mask(subject, batch) -> None:
+    """A custom 4-D attention mask equivalent to the 2-D mask gives the same outputs on the real tokens."""
+    two_d = subject.forward(batch.inputs, hidden_states=True)
+    four_d = subject.forward(batch.inputs, hidden_states=True, attention_mask=mask_4d(subject, batch))
+    assert_outputs_close(
+        four_d, two_d, reordered_tolerance(subject, two_d), model=subject.name,
+        prop=f"{MASK_4D} ({'causal' if attends_causally(subject, batch) else 'bidirectional'} 4-D mask vs the 2-D mask, "
+        f"{batch.padding_side} padding)",
+        masks=subject.real_token_masks(two_d, batch.inputs),
+    )
+
+
 @given(data=st.data())
 def test_batch_invariance(subject, data):
     batch = data.draw(composed_batches(subject.spec), label="batch")
-    record(subject, batch.inputs, prop=INVARIANCE, items=batch.items)
+    record(subject, batch.inputs, prop=INVARIANCE, items=batch.items, replay=lambda: compared(*per_row(
+        len(batch), lambda r: pair(side(row=r), side(inputs=f"items.{r}"), what=f"item {r} of {len(batch)}"))))
     check_batch_invariance(subject, batch)
 
 
 @given(data=st.data())
 def test_batch_order(subject, data):
     batch, order = data.draw(reordered_batches(subject.spec), label="batch and order")
-    record(subject, batch.inputs, prop=ORDER, order=order)
+    record(subject, batch.inputs, prop=ORDER, order=order, permuted=lambda: batch.permuted(order).inputs,
+           replay=lambda: compared(pair(side(inputs="permuted"), side(rows=order), real_tokens="actual",
+                                        what=f"rows reordered as {order}")))
     check_batch_order(subject, (batch, order))
 
 
@@ -82,7 +170,8 @@ def test_batch_order(subject, data):
 @given(data=st.data())
 def test_padding_amount(subject, data):
     tight, padded = data.draw(padding_amounts(subject.spec), label="tight and padded")
-    record(subject, tight.inputs, prop=PADDING, other_inputs=padded.inputs)
+    record(subject, tight.inputs, prop=PADDING, other_inputs=padded.inputs, replay=lambda: compared(*per_row(
+        len(tight), lambda r: pair(side(inputs="other_inputs", row=r), side(row=r), what=f"item {r}"))))
     check_padding_amount(subject, (tight, padded))
 
 
@@ -90,5 +179,33 @@ def test_padding_amount(subject, data):
 @given(data=st.data())
 def test_padding_holding_special_ids(subject, data):
     tight, padded = data.draw(padding_amounts(subject.spec, special_fillers=True), label="tight and padded")
-    record(subject, tight.inputs, prop=PADDING, other_inputs=padded.inputs)
+    record(subject, tight.inputs, prop=PADDING, other_inputs=padded.inputs, replay=lambda: compared(*per_row(
+        len(tight), lambda r: pair(side(inputs="other_inputs", row=r), side(row=r), what=f"item {r}"))))
     check_padding_amount(subject, (tight, padded))
+
+
+@pytest.mark.needs("causal")
+@given(data=st.data())
+def test_packed_sequences_match_padded_batch(subject, data):
+    # transformers' masking_utils (create_causal_mask) reads packing off restarting position ids when no
+    # attention mask is given; models that take no position_ids cannot be told where an item starts
+    if "position_ids" not in inspect.signature(subject.model.forward).parameters:
+        pytest.skip(f"{type(subject.model).__name__}.forward takes no position_ids")
+    batch = data.draw(composed_batches(subject.spec), label="batch")
+    record(subject, batch.inputs, prop=PACKED, items=batch.items, packed=packed(batch)[0], replay=lambda: compared(
+        *[pair(side(inputs="packed", row=0, row_mask=[[int(s.start <= i < s.stop) for i in range(segments[-1].stop)]]),
+               side(row=r), what=f"item {r}") for segments in [packed(batch)[1]] for r, s in enumerate(segments)]))
+    check_packed_sequences(subject, batch)
+
+
+@pytest.mark.needs("text")
+@given(data=st.data())
+def test_4d_mask_matches_2d_mask(subject, data):
+    if subject.spec.has("encoder_decoder"):
+        pytest.skip("one 2-D mask serves the encoder's self-attention and the decoder's cross-attention "
+                    "(other query lengths): no single 4-D mask is equivalent")
+    batch = data.draw(composed_batches(subject.spec), label="batch")
+    record(subject, batch.inputs, prop=MASK_4D, replay=lambda: compared(pair(
+        side(mask_4d="causal" if attends_causally(subject, batch) else "bidirectional"), side(),
+        real_tokens="expected")))
+    check_4d_mask(subject, batch)

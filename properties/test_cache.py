@@ -11,7 +11,7 @@ import pytest
 from hypothesis import event, given, strategies as st
 
 from devices.tolerance import assert_outputs_close, tolerance
-from properties.artifacts import record
+from properties.artifacts import compared, pair, record, side
 from strategies.batches import composed_batches, model_inputs
 from zoo.generation import cached_logits, decoded_key, full_logits, generate_greedy
 
@@ -109,14 +109,20 @@ def check_generate_batch(subject, batch, max_new_tokens: int) -> None:
 def test_cached_decoding_matches_full_forward(subject, data):
     inputs, prefix_length = data.draw(decoding(subject.spec), label="decoding")
     record(subject, inputs, prop=PROPERTY, prefix_length=prefix_length,
-           tolerance=str(tolerance(subject.dtype, "reordered")))
+           tolerance=str(tolerance(subject.dtype, "reordered")), replay=lambda: compared(pair(
+               side(run="cached_logits", prefix_length=prefix_length), side(run="full_logits"), real_tokens="expected",
+               what=f"cached decoding after a {prefix_length}-token prefix vs full forward")))
     check_cached_decoding(subject, inputs, prefix_length)
 
 
 @given(data=st.data())
 def test_generate_same_with_and_without_cache(subject, data):
     inputs, max_new_tokens = data.draw(prompts(subject.spec), label="prompt")
-    record(subject, inputs, prop=PROPERTY, max_new_tokens=max_new_tokens, compare="use_cache=True vs False")
+    record(subject, inputs, prop=PROPERTY, max_new_tokens=max_new_tokens, compare="use_cache=True vs False",
+           tolerance=str(tolerance(subject.dtype, "reordered")), replay=lambda: compared(pair(
+               side(run="greedy", max_new_tokens=max_new_tokens, use_cache=True),
+               side(run="greedy", max_new_tokens=max_new_tokens, use_cache=False), judge="greedy",
+               what="generate with vs without cache")))
     check_generate_cache(subject, inputs, max_new_tokens)
 
 
@@ -124,5 +130,9 @@ def test_generate_same_with_and_without_cache(subject, data):
 def test_generate_batch_matches_items_alone(subject, data):
     batch, max_new_tokens = data.draw(batched_prompts(subject.spec), label="prompts")
     record(subject, batch.inputs, prop=PROPERTY, max_new_tokens=max_new_tokens,
-           compare="padded batch vs each item alone", items=list(batch.items))
+           compare="padded batch vs each item alone", items=list(batch.items),
+           tolerance=str(tolerance(subject.dtype, "reordered")), replay=lambda: compared(*[pair(
+               side(run="greedy", max_new_tokens=max_new_tokens), side(inputs=f"items.{row}", run="greedy",
+               max_new_tokens=max_new_tokens), judge="greedy", rows=(row, 0), what=f"generate in a batch vs alone, "
+               f"item {row}") for row in range(len(batch))]))
     check_generate_batch(subject, batch, max_new_tokens)

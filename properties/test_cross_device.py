@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from devices.pairs import Side, outputs_on_cpu, run_side
 from devices.placement import split_across
 from devices.tolerance import assert_outputs_close, tolerance
-from properties.artifacts import record
+from properties.artifacts import compared, device_side, pair as _pair, record
 from strategies.batches import model_inputs
 
 PROPERTY = "cross-device"
@@ -48,7 +48,8 @@ def test_cross_device(subject, comparison_pair, data):
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
     pair = comparison_pair
     record(subject, inputs, prop=PROPERTY, pair=pair.id, reference=str(pair.reference),
-           candidate=str(pair.candidate), tolerance=str(pair.tolerance))
+           candidate=str(pair.candidate), tolerance=str(pair.tolerance), replay=lambda: compared(_pair(
+               device_side(pair.candidate), device_side(pair.reference), real_tokens="expected", what=str(pair))))
     check_cross_device(subject, pair, inputs)
 
 
@@ -57,12 +58,15 @@ def test_cross_device(subject, comparison_pair, data):
 def test_thread_count(subject, cpu_threads_pair, data):
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
     record(subject, inputs, prop=PROPERTY, pair=cpu_threads_pair.id, threads=cpu_threads_pair.candidate.threads,
-           tolerance=str(cpu_threads_pair.tolerance))
+           tolerance=str(cpu_threads_pair.tolerance), replay=lambda: compared(_pair(
+               device_side(cpu_threads_pair.candidate), device_side(cpu_threads_pair.reference), real_tokens="expected",
+               what=str(cpu_threads_pair))))
     check_cross_device(subject, cpu_threads_pair, inputs)
 
 
 @given(data=st.data())
 def test_split_matches_single_device(subject, accelerator_group, data):
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
-    record(subject, inputs, prop=PROPERTY, devices=[d.name for d in accelerator_group])
+    record(subject, inputs, prop=PROPERTY, devices=[d.name for d in accelerator_group],
+           replay="suite-only")  # a device_map split needs accelerate and the devices: the suite replays it
     check_split_matches_single(subject, accelerator_group, inputs)

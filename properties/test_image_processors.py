@@ -19,7 +19,7 @@ from properties.artifacts import record
 from properties.clear_errors import describe, short, unclear
 from strategies.images import MODES, empty_images, images, unusable_images
 
-pytestmark = pytest.mark.needs("vision")
+pytestmark = pytest.mark.needs("vision", "image_processor")
 
 # PIL images of each mode, and numpy arrays of each channel count (layout and dtype drawn, and
 # stated to the processor: inferring the layout is `test_layouts_agree`'s business).

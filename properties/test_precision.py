@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from devices.tolerance import assert_outputs_close, nonfinite_outputs, tolerance
-from properties.artifacts import record
+from properties.artifacts import compared, pair, record, side
 from strategies.batches import model_inputs
 from zoo.derived import derived
 
@@ -76,7 +76,9 @@ def check_quantized(subject, inputs) -> None:
 @given(data=st.data())
 def test_float32_matches_float64(subject, data):
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
-    record(subject, inputs, prop=PROPERTY, dtype="float64", tolerance=str(tolerance(subject.dtype, "precision")))
+    record(subject, inputs, prop=PROPERTY, dtype="float64", tolerance=str(tolerance(subject.dtype, "precision")),
+           replay=lambda: compared(pair(side(), side(dtype="float64"), real_tokens="expected", finite=True,
+                                        what=f"{subject.dtype} vs float64")))
     check_float64_reference(subject, inputs)
 
 
@@ -84,7 +86,8 @@ def test_float32_matches_float64(subject, data):
 @given(data=st.data())
 def test_half_precision(subject, dtype, data):
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
-    record(subject, inputs, prop=PROPERTY, dtype=str(dtype).removeprefix("torch."),
+    record(subject, inputs, prop=PROPERTY, dtype=str(dtype).removeprefix("torch."), replay=lambda: compared(pair(
+               side(dtype=dtype), side(), real_tokens="expected", finite=True, what=f"{dtype} vs {subject.dtype}")),
            tolerance=str(tolerance(dtype, "precision")))
     check_half_precision(subject, inputs, dtype)
 
@@ -93,5 +96,7 @@ def test_half_precision(subject, dtype, data):
 def test_int8_dynamic_quantization(subject, data):
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
     record(subject, inputs, prop=PROPERTY, quantization="torch.ao.quantization.quantize_dynamic qint8 nn.Linear",
+           replay=lambda: compared(pair(side(quantize="qint8"), side(), real_tokens="expected", finite=True,
+                                        what=f"dynamic int8 vs {subject.dtype}")),
            tolerance=str(tolerance("qint8", "quantized")))
     check_quantized(subject, inputs)

@@ -4,21 +4,20 @@ from hypothesis import given, strategies as st
 
 from properties.artifacts import record
 from strategies.batches import model_inputs
+from zoo.subject import flatten_outputs
 
 PROPERTY = "shape contract"
 
 
 def check_shapes(subject, inputs) -> None:
     """Outputs are exactly those of the contract (hidden-state layers included), each of its shape."""
-    got = {name: tuple(t.shape) for name, t in subject.forward(inputs, hidden_states=True).items()}
-    want = subject.expected_shapes(inputs, hidden_states=True)
-    wrong = [f"{n}: got {got[n]}, expected {want[n]}" for n in want if n in got and got[n] != want[n]]
-    missing = sorted(set(want) - set(got))
-    extra = sorted(set(got) - set(want))
-    if missing:
-        wrong.append(f"missing outputs {missing}")
-    if extra:
-        wrong.append(f"outputs outside the contract {extra}")
+    raw = subject.raw_forward(inputs, hidden_states=True)
+    got = {name: tuple(t.shape) for name, t in flatten_outputs(raw).items()}
+    contract = subject.contract(inputs, hidden_states=True)
+    wrong = contract.problems(got)
+    declared = subject.spec.extra.get("contract", {}).get("output_class")
+    if declared and type(raw).__name__ != declared:
+        wrong.append(f"returned {type(raw).__name__}, but its forward declares {declared}")
     input_shapes = {k: tuple(v.shape) for k, v in inputs.items()}
     assert not wrong, f"[{subject.name}] {PROPERTY} (inputs {input_shapes}): " + "; ".join(wrong)
 

@@ -19,6 +19,8 @@ from properties.clear_errors import describe, short, unclear
 from strategies.text import non_text_inputs, text, texts
 from strategies.tokens import id_lists
 
+pytestmark = pytest.mark.needs("tokenizer")  # only tokenizers the checkpoint ships
+
 MAX_CHARS = 160  # long enough to pass the zoo's 32/64-token limits with most scripts
 REFERENCE_TEXT = "hello world"
 

@@ -91,3 +91,17 @@ def sampling_rates(expected: int, *, right: bool):
         return st.just(expected)
     wrong = tuple(r for r in dict.fromkeys(COMMON_RATES + (expected // 2, expected + 1, 2 * expected)) if r != expected)
     return st.sampled_from(wrong)
+
+
+@st.composite
+def waveform_batch(draw, batch: int, min_samples: int, max_samples: int, *, with_mask: bool = True):
+    """`{"input_values", "attention_mask"}` for a raw-waveform model: `batch` waveforms of their own
+    lengths, right-padded with zeros to the longest, and a sample-level mask (1 on real samples)."""
+    sizes = draw(st.lists(st.integers(min_samples, max_samples), min_size=batch, max_size=batch), label="samples")
+    width = max(sizes)
+    values = draw(dense_floats((batch, width), -1.0, 1.0, dtype=np.float32), label="waveforms")
+    mask = (np.arange(width)[None, :] < np.asarray(sizes)[:, None]).astype(np.int64)
+    values = np.where(mask == 1, values, np.float32(0.0)).astype(np.float32)
+    if len(set(sizes)) > 1:
+        event("waveforms of different lengths (zero padded)")
+    return {"input_values": values, "attention_mask": mask} if with_mask else {"input_values": values}

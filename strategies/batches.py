@@ -38,12 +38,21 @@ def model_inputs(draw, spec, *, batch_sizes=(1, 4), padding_side: str | None = N
             )
         )
         batch = inputs["input_ids"].shape[0]
-    else:  # image- or audio-only models
+    elif spec.has("waveform"):
+        batch = draw(st.integers(*batch_sizes), label="batch size")
+        inputs.update(draw(_waveforms(spec, batch), label="waveforms"))
+    else:  # image- or spectrogram-only models
         batch = draw(st.integers(*batch_sizes), label="batch size")
     # a dual encoder (CLIP) takes a text batch and an image batch of independent sizes
     image_rows = draw(st.integers(*batch_sizes), label="image batch size") if spec.has("text", "vision") else batch
     inputs.update(draw(non_token_inputs(spec, batch, image_rows=image_rows), label="non-token inputs"))
     return inputs
+
+
+def _waveforms(spec, batch: int):
+    """Raw waveforms (and a sample-level mask where the forward takes one) for `batch` items."""
+    with_mask = "attention_mask" in spec.extra.get("forward_args", ("attention_mask",))
+    return audio.waveform_batch(batch, spec.min_samples, spec.max_samples, with_mask=with_mask)
 
 
 @st.composite
@@ -104,6 +113,13 @@ def default_padding_side(spec) -> str:
     return "left" if spec.has("causal") else "right"
 
 
+# The inputs `compose` pads to a common length, and what padded positions hold by default.
+SEQUENCE_INPUTS = {
+    "input_ids": lambda spec: spec.pad_token_id if spec.pad_token_id is not None else 0,
+    "input_values": lambda spec: 0.0,  # silence, as feature extractors pad waveforms
+}
+
+
 def compose(spec, items, *, padding_side: str | None = None, extra_padding: int = 0,
             filler: int | None = None) -> Composed:
     """Stack `items` (each a batch of one) into one batch, padding text to the longest plus `extra_padding`.
@@ -111,21 +127,24 @@ def compose(spec, items, *, padding_side: str | None = None, extra_padding: int 
     Padded positions hold `filler` (the pad token by default) and are masked out; every other
     input (pixels, features, decoder ids) is stacked as it is.
     """
-    if not spec.has("text"):
+    sequence = next((key for key in SEQUENCE_INPUTS if key in items[0]), None)
+    if sequence is None:
         inputs = {key: np.concatenate([item[key] for item in items]) for key in items[0]}
         return Composed(inputs, tuple(items), None)
     side = padding_side or default_padding_side(spec)
     if filler is None:
-        filler = spec.pad_token_id if spec.pad_token_id is not None else 0
-    width = max(item["input_ids"].shape[1] for item in items) + extra_padding
-    ids = np.full((len(items), width), filler, dtype=np.int64)
+        filler = SEQUENCE_INPUTS[sequence](spec)
+    width = max(item[sequence].shape[1] for item in items) + extra_padding
+    values = np.full((len(items), width), filler, dtype=items[0][sequence].dtype)
     mask = np.zeros((len(items), width), dtype=np.int64)
     for row, item in enumerate(items):
-        n = item["input_ids"].shape[1]
+        n = item[sequence].shape[1]
         real = slice(width - n, width) if side == "left" else slice(0, n)
-        ids[row, real] = item["input_ids"][0]
+        values[row, real] = item[sequence][0]
         mask[row, real] = 1
-    inputs = {"input_ids": ids, "attention_mask": mask}
+    inputs = {sequence: values}
+    if "attention_mask" in items[0]:
+        inputs["attention_mask"] = mask
     for key in items[0]:
         if key not in inputs:
             inputs[key] = np.concatenate([item[key] for item in items])
@@ -149,6 +168,9 @@ def items(draw, spec, count: int, *, max_length: int | None = None):
                 label=f"item {i} text",
             )
             item["input_ids"], item["attention_mask"] = one["input_ids"], one["attention_mask"]
+    elif spec.has("waveform"):
+        for i, item in enumerate(drawn):
+            item.update(draw(_waveforms(spec, 1), label=f"item {i} waveform"))
     # The other inputs are drawn for all items at once and split into rows.
     stacked = draw(non_token_inputs(spec, count), label="non-token inputs")
     for key, value in stacked.items():
@@ -216,6 +238,11 @@ def padding_amounts(draw, spec, *, batch_sizes=(1, 4), special_fillers: bool = F
 
 # -- malformed inputs ------------------------------------------------------------------------------
 BAD_INPUT_KINDS = ("id outside the vocab", "too long", "mask shape mismatch", "zero length", "empty batch")
+# Kinds for which no output can be right, so a model must raise: an id that has no embedding, a mask
+# that cannot say which tokens are real. The others may also be answered with finite outputs of the
+# contract's shape (relative or rotary positions run past max_position_embeddings; an empty batch or
+# sequence can give empty outputs).
+MUST_REFUSE = frozenset({"id outside the vocab", "mask shape mismatch"})
 
 
 def bad_input_kinds(spec) -> tuple[str, ...]:
@@ -235,6 +262,8 @@ def empty_batches(draw, spec):
         inputs["pixel_values"] = np.zeros((0, spec.num_channels, spec.image_size, spec.image_size), np.float32)
     if spec.has("audio"):
         inputs["input_features"] = np.zeros((0, spec.num_mel_bins, spec.num_frames), np.float32)
+    if spec.has("waveform"):
+        inputs["input_values"] = np.zeros((0, spec.min_samples), np.float32)
     if spec.has("encoder_decoder"):
         length = draw(st.integers(1, spec.decoder_max_length), label="decoder length")
         inputs["decoder_input_ids"] = np.zeros((0, length), dtype=np.int64)
@@ -245,6 +274,10 @@ def empty_batches(draw, spec):
 class BadInput:
     kind: str  # one of BAD_INPUT_KINDS
     inputs: dict[str, np.ndarray]
+
+    @property
+    def must_refuse(self) -> bool:
+        return self.kind in MUST_REFUSE
 
 
 @st.composite

@@ -7,24 +7,35 @@ properties as its zoo twin.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from zoo.spec import ModelSpec
 from zoo.subject import Subject
 from zoo.tiny import SAMPLING_RATE, ZOO
 
-# Pipeline tasks that work offline on each family's base/LM class (transformers 5.24 has no
-# text2text-generation pipeline, so T5 and BART have none).
-PIPELINE_TASKS = {
-    "bert": "feature-extraction",
-    "roberta": "feature-extraction",
-    "distilbert": "feature-extraction",
-    "gpt2": "text-generation",
-    "llama": "text-generation",
-    "vit": "image-feature-extraction",
-    "clip": "zero-shot-image-classification",
-    "whisper": "automatic-speech-recognition",
-}
+# The pipeline task whose output `zoo/pipelines.py` can compare with a direct forward, by what the
+# model is: (head kind, capability the model needs, processor part the pipeline needs) -> task.
+# transformers 5.x has no text2text-generation pipeline, so encoder-decoder text models get none;
+# heads on encoders return logits, not the hidden states feature-extraction compares.
+PIPELINE_RULES = (
+    (("base", "vision", "image_processor"), "image-feature-extraction"),
+    (("base", "text", "tokenizer"), "feature-extraction"),
+    (("causal_lm", "causal", "tokenizer"), "text-generation"),
+    (("dual_encoder", "vision", "image_processor"), "zero-shot-image-classification"),
+    (("seq2seq_lm", "audio", "feature_extractor"), "automatic-speech-recognition"),
+)
+
+
+def pipeline_task_for(spec, processor) -> str | None:
+    """The pipeline task a checkpoint gets (None: no comparable pipeline, or no processor to run it)."""
+    if processor is None:
+        return None
+    for (head, capability, part), task in PIPELINE_RULES:
+        if spec.head == head and spec.has(capability, part) and not spec.has("encoder_decoder", "text"):
+            return task
+    return None
 
 
 def _first(config, *names, default=0):
@@ -39,6 +50,16 @@ def _token_id(value):
     return value[0] if isinstance(value, (list, tuple)) else value
 
 
+def _in_vocab(value, vocab: int):
+    """A config's special token id, or None when it has none inside the vocabulary.
+
+    Configs often keep a default id from the full-size model (GPT-2's 50256) that a small vocabulary
+    has no row for; such an id cannot be a valid input, so the strategies must not draw it.
+    """
+    value = _token_id(value)
+    return value if value is not None and 0 <= value < (vocab or 0) else None
+
+
 def _embeddings_tied(model: torch.nn.Module) -> bool:
     try:
         out_emb, in_emb = model.get_output_embeddings(), model.get_input_embeddings()
@@ -47,26 +68,81 @@ def _embeddings_tied(model: torch.nn.Module) -> bool:
     return out_emb is not None and in_emb is not None and out_emb.weight is in_emb.weight
 
 
+# Config attribute names for each size, first found wins (configs name the same size differently).
+SIZE_NAMES = {
+    "hidden": ("hidden_size", "d_model", "n_embd", "dim", "embed_dim"),
+    "layers": ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers"),
+    "max_length": ("max_position_embeddings", "n_positions", "max_target_positions"),
+}
+# Position ids start after pad_token_id + 1, so the usable length is two short of the table.
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
+DEFAULT_IMAGE_SIZE = 32  # for CNN configs without image_size: any size works, small is fast
+DEFAULT_MAX_SAMPLES = 16000  # one second at 16 kHz: the longest waveform drawn for input_values models
+
+
+def _main_input_capabilities(main_input: str, config) -> set[str]:
+    caps = {"input_ids": {"text"}, "pixel_values": {"vision"}, "input_features": {"audio"},
+            "input_values": {"waveform"}}.get(main_input, set())
+    if getattr(config, "vision_config", None) is not None and getattr(config, "text_config", None) is not None:
+        caps |= {"text", "vision"}
+    return caps
+
+
+def processor_capabilities(processor) -> set[str]:
+    """Which processor properties apply: the parts the checkpoint really ships."""
+    if processor is None:
+        return set()
+    parts = {"tokenizer": getattr(processor, "tokenizer", None),
+             "image_processor": getattr(processor, "image_processor", None),
+             "feature_extractor": getattr(processor, "feature_extractor", None)}
+    from transformers import FeatureExtractionMixin, PreTrainedTokenizerBase
+
+    try:
+        from transformers import BaseImageProcessor
+    except ImportError:  # pragma: no cover - every 5.x has it
+        BaseImageProcessor = ()
+    if isinstance(processor, PreTrainedTokenizerBase):
+        parts["tokenizer"] = processor
+    elif BaseImageProcessor and isinstance(processor, BaseImageProcessor):
+        parts["image_processor"] = processor
+    elif isinstance(processor, FeatureExtractionMixin):
+        parts["feature_extractor"] = processor
+    return {name for name, part in parts.items() if part is not None}
+
+
+def _side(image_size) -> int:
+    """One image side from a config's image_size (an int, a [height, width] pair, or unset)."""
+    if isinstance(image_size, (list, tuple)):
+        image_size = image_size[0]
+    return int(image_size or DEFAULT_IMAGE_SIZE)
+
+
+def _waveform_range(facts: dict) -> tuple[int, int]:
+    from zoo.contract import conv_frames
+
+    layers = facts.get("conv_layers", [])
+    shortest = 1
+    while conv_frames(shortest, layers) < 1:
+        shortest += 1
+    return shortest, max(DEFAULT_MAX_SAMPLES // 8, shortest * 8)
+
+
 def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: int = 0,
-             pipeline_task: str | None = None, max_length: int | None = None) -> ModelSpec:
-    """Read a spec off a built model: modality, capabilities and sizes from its config."""
+             pipeline_task: str | None = None, max_length: int | None = None, processor=None) -> ModelSpec:
+    """Read a spec off a built model: modality, capabilities and sizes from its class and config."""
+    from zoo.contract import contract_facts, head_kind
+
     config = model.config
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     vision_config = getattr(config, "vision_config", None)
     main_input = getattr(model, "main_input_name", "input_ids")
     cls = type(model).__name__
-    caps: set[str] = set()
-    has_text = main_input == "input_ids" or vision_config is not None
-    if has_text:
-        caps.add("text")
-    if main_input == "pixel_values" or vision_config is not None:
-        caps.add("vision")
-    if main_input == "input_features":
-        caps.add("audio")
+    head = head_kind(cls)
+    caps = _main_input_capabilities(main_input, config)
     encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
     if encoder_decoder:
         caps.add("encoder_decoder")
-    elif cls.endswith(("ForCausalLM", "LMHeadModel")):
+    elif head == "causal_lm" and "text" in caps:
         caps.add("causal")
     if (encoder_decoder or "causal" in caps) and getattr(text_config, "use_cache", False):
         caps.add("cache")
@@ -75,26 +151,38 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
     if _embeddings_tied(model):
         caps.add("tied_embeddings")
     caps.add("hidden_states")
+    caps |= processor_capabilities(processor)
     if pipeline_task:
         caps.add("pipeline")
     modality = (
         "multimodal" if {"text", "vision"} <= caps else "vision" if "vision" in caps
-        else "audio" if "audio" in caps else "text"
+        else "audio" if caps & {"audio", "waveform"} else "text"
     )
+    has_text = "text" in caps
     if max_length is None:
-        max_length = _first(text_config, "max_position_embeddings", "n_positions", "max_target_positions",
-                            default=512)
-        if text_config.model_type in ("roberta", "xlm-roberta", "camembert"):
-            max_length -= 2  # positions start after pad_token_id + 1
+        max_length = _first(text_config, *SIZE_NAMES["max_length"], default=512)
+        if text_config.model_type in OFFSET_POSITIONS:
+            max_length -= 2
     vocab = _first(text_config, "vocab_size")
+    hidden = _first(text_config, *SIZE_NAMES["hidden"])
+    if getattr(config, "hidden_sizes", None) and not hasattr(config, "hidden_size"):
+        hidden = config.hidden_sizes[-1]  # CNN back bones: channels of the last stage
+    layers = _first(text_config, *SIZE_NAMES["layers"])
     extra = {}
     if vision_config is not None:
         extra.update(vision_hidden_size=vision_config.hidden_size, patch_size=vision_config.patch_size,
                      projection_dim=getattr(config, "projection_dim", 0))
     elif "vision" in caps:
-        extra["patch_size"] = config.patch_size
+        extra["patch_size"] = getattr(config, "patch_size", 0)
+    if encoder_decoder:
+        extra["encoder_layers"] = _first(config, "encoder_layers", "num_layers", "num_hidden_layers")
+    facts = contract_facts(model, hidden_size=hidden, num_layers=layers)
+    extra["contract"] = facts
+    extra["forward_args"] = tuple(inspect.signature(model.forward).parameters)
     vision_source = vision_config or config
     num_frames = 2 * config.max_source_positions if "audio" in caps else 0
+    min_samples, max_samples = _waveform_range(facts) if "waveform" in caps else (0, 0)
+    sampling_rate = getattr(getattr(processor, "feature_extractor", processor), "sampling_rate", None)
     return ModelSpec(
         name=name,
         family=config.model_type,
@@ -103,22 +191,26 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
         seed=seed,
         source=source,
         model_class=cls,
-        vocab_size=vocab if has_text or encoder_decoder else 0,
+        main_input=main_input,
+        head=head,
+        vocab_size=vocab if has_text or encoder_decoder or head == "ctc" else 0,
         max_length=max_length if has_text else 0,
-        pad_token_id=_token_id(_first(text_config, "pad_token_id", default=None)),
-        bos_token_id=_token_id(_first(text_config, "bos_token_id", default=None)),
-        eos_token_id=_token_id(_first(text_config, "eos_token_id", default=None)),
+        pad_token_id=_in_vocab(_first(text_config, "pad_token_id", default=None), vocab),
+        bos_token_id=_in_vocab(_first(text_config, "bos_token_id", default=None), vocab),
+        eos_token_id=_in_vocab(_first(text_config, "eos_token_id", default=None), vocab),
         decoder_vocab_size=vocab if encoder_decoder else 0,
         decoder_max_length=_first(config, "max_target_positions", "max_position_embeddings", default=64)
         if encoder_decoder else 0,
         decoder_start_token_id=_token_id(_first(config, "decoder_start_token_id", default=None)),
-        image_size=getattr(vision_source, "image_size", 0) if "vision" in caps else 0,
-        num_channels=getattr(vision_source, "num_channels", 0) if "vision" in caps else 0,
+        image_size=_side(getattr(vision_source, "image_size", None)) if "vision" in caps else 0,
+        num_channels=getattr(vision_source, "num_channels", 3) if "vision" in caps else 0,
         num_mel_bins=getattr(config, "num_mel_bins", 0),
         num_frames=num_frames,
-        sampling_rate=SAMPLING_RATE if "audio" in caps else 0,
-        hidden_size=_first(text_config, "hidden_size", "d_model", "n_embd", "dim"),
-        num_layers=_first(text_config, "num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers"),
+        sampling_rate=(sampling_rate or SAMPLING_RATE) if caps & {"audio", "waveform"} else 0,
+        min_samples=min_samples,
+        max_samples=max_samples,
+        hidden_size=hidden,
+        num_layers=facts.get("num_layers", layers),
         pipeline_task=pipeline_task,
         extra=extra,
     )
@@ -140,6 +232,7 @@ def build_zoo_subject(name: str) -> Subject:
 
     row = ZOO[name]
     model = build_zoo_model(name)
+    processor = build_processor(row)
     spec = spec_for(name, model, seed=row.seed, pipeline_task=row.pipeline_task,
-                    max_length=row.max_length)
-    return Subject(spec, model, build_processor(row))
+                    max_length=row.max_length, processor=processor)
+    return Subject(spec, model, processor)

@@ -131,7 +131,8 @@ def resolve_model_arg(arg: str, *, allow_pickle: bool = False) -> ModelRef:
 
 
 def load_checkpoint(ref: ModelRef):
-    """(model, processor) from a checkpoint directory: offline, no remote code, safetensors first."""
+    """(model, processor, why no processor) from a checkpoint directory: offline, no remote code,
+    safetensors first."""
     import transformers
     from transformers import AutoConfig, AutoModel
 
@@ -147,16 +148,29 @@ def load_checkpoint(ref: ModelRef):
         path, config=config, local_files_only=True, trust_remote_code=False,
         use_safetensors=has_safetensors or not ref.allow_pickle,
     )
-    return model.eval(), _load_processor(path)
+    processor, why_none = _load_processor(path)
+    return model.eval(), processor, why_none
+
+
+# Files that mean a checkpoint ships a processor. Without any of them, transformers' Auto classes
+# can still build a blank default (an image processor with default sizes, a tokenizer with no
+# vocabulary), which the suite would then "test": never load one then.
+PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
+                   "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "preprocessor_config.json",
+                   "processor_config.json", "feature_extractor_config.json", "image_processor_config.json")
 
 
 def _load_processor(path: str):
-    """The checkpoint's processor or tokenizer if it ships one (None otherwise)."""
+    """(the checkpoint's own processor or tokenizer, None) or (None, why there is none)."""
     from transformers import AutoProcessor, AutoTokenizer
 
+    shipped = sorted(f for f in PROCESSOR_FILES if (Path(path) / f).is_file())
+    if not shipped:
+        return None, "the checkpoint ships no tokenizer or processor files (" + ", ".join(PROCESSOR_FILES[:3]) + ", ...)"
+    errors = []
     for loader in (AutoProcessor, AutoTokenizer):
         try:
-            return loader.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return None
+            return loader.from_pretrained(path, local_files_only=True, trust_remote_code=False), None
+        except Exception as exc:  # each loader refuses in its own way; the reason is reported, not raised
+            errors.append(f"{loader.__name__}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''}")
+    return None, f"its processor files ({', '.join(shipped)}) do not load: " + "; ".join(errors)

@@ -93,3 +93,72 @@ def generate_greedy(subject: Subject, inputs: Mapping[str, Any], *, max_new_toke
         cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
         tokens.append(row[:cut])
     return Generated(tokens, torch.stack(out.logits, dim=1))
+
+
+# -- generate with any options (issue 14): other decoding modes compared with greedy -------------------
+# `generate_greedy` above is the cache property's; these take any `generate` option and keep the raw
+# output (beam scores, the returned cache) for the generation properties.
+
+
+def generate_output(subject: Subject, inputs: Mapping[str, Any], *, max_new_tokens: int, seed: int | None = None,
+                    **options):
+    """transformers' `generate` output (dict form, step logits kept) from the conditioning inputs.
+
+    Greedy with the cache unless `options` say otherwise (`cache_implementation="static"`,
+    `assistant_model=`, `prompt_lookup_num_tokens=`, `num_beams=`, `do_sample=True`, ...). With
+    `seed`, sampling runs under `torch.manual_seed(seed)` inside a forked RNG (the global one is untouched).
+    """
+    conditioning = {k: v for k, v in inputs.items() if k != "decoder_input_ids"}
+    kwargs = subject.model_kwargs(conditioning, use_cache=options.pop("use_cache", True))
+    for unused in ("return_dict", "position_ids"):  # generate derives positions from the mask itself
+        kwargs.pop(unused, None)
+    settings = dict(do_sample=False, num_beams=1, return_dict_in_generate=True, output_logits=True)
+    settings.update(options)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return subject.model.generate(**kwargs, **settings, max_new_tokens=max_new_tokens)
+
+
+def generated(subject: Subject, out, *, cut_at_eos: bool = True) -> Generated:
+    """A `generate` output as `Generated`: new tokens per row (cut after the first EOS) and step logits."""
+    new = out.sequences[:, out.sequences.shape[1] - len(out.logits) :]
+    eos = subject.model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []) if cut_at_eos else set()
+    tokens = [row[: next((i + 1 for i, t in enumerate(row) if t in eos), len(row))] for row in new.tolist()]
+    return Generated(tokens, torch.stack(out.logits, dim=1))
+
+
+# EOS and forced EOS off: a continued generation must not stop, or be forced to stop, where the first call ended
+NO_EOS = dict(eos_token_id=None, forced_eos_token_id=None)
+
+
+def generate_continued(subject: Subject, inputs: Mapping[str, Any], *, first: int, then: int) -> Generated:
+    """`first` greedy tokens, then `then` more from a second `generate` fed the returned sequences and cache.
+
+    The second call gets the first call's sequences (as the prompt of a causal model, as the
+    decoder's ids of an encoder-decoder, whose encoder inputs are passed again), the attention mask
+    extended over the new tokens and the returned cache. EOS is off in both calls (`NO_EOS`).
+    """
+    out = generate_output(subject, inputs, max_new_tokens=first, **NO_EOS)
+    # the returned cache (and generate's argument) is named `cache` in recent 5.x, `past_key_values` before
+    cache_name = "cache" if "cache" in out else "past_key_values"
+    tensors = to_tensors({k: v for k, v in inputs.items() if k != "decoder_input_ids"})
+    if subject.spec.has("encoder_decoder"):
+        more = {"decoder_input_ids": out.sequences}
+    else:
+        more = {"input_ids": out.sequences}
+        if "attention_mask" in tensors:
+            mask = tensors["attention_mask"]
+            more["attention_mask"] = torch.cat([mask, mask.new_ones(mask.shape[0], first)], dim=1)
+    kwargs = subject.model_kwargs({**tensors, **more}, use_cache=True)
+    for unused in ("return_dict", "position_ids"):
+        kwargs.pop(unused, None)
+    with torch.no_grad():
+        rest = subject.model.generate(
+            **kwargs, **{cache_name: out[cache_name]}, max_new_tokens=then, do_sample=False, num_beams=1,
+            return_dict_in_generate=True, output_logits=True, **NO_EOS,
+        )
+    both = torch.cat([out.sequences, rest.sequences[:, out.sequences.shape[1]:]], dim=1)
+    steps = torch.stack(out.logits + rest.logits, dim=1)
+    return Generated(both[:, both.shape[1] - steps.shape[1]:].tolist(), steps)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from zoo.build import PIPELINE_TASKS, build_zoo_subject, spec_for
+from dataclasses import replace
+
+from zoo.build import build_zoo_subject, pipeline_task_for, spec_for
 from zoo.checkpoints import ModelRef, load_checkpoint
 from zoo.subject import Subject
 
@@ -11,13 +13,17 @@ def build_subject(ref: ModelRef) -> Subject:
     """Build the subject a ref names: a zoo model from its config, or a user checkpoint."""
     if ref.is_zoo:
         return build_zoo_subject(ref.name)
-    model, processor = load_checkpoint(ref)
-    task = PIPELINE_TASKS.get(model.config.model_type) if processor is not None else None
-    if task and model.config.model_type in ("bert", "roberta", "distilbert") and type(model).__name__.endswith(
-        ("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
-    ):
-        task = None  # feature-extraction compares hidden states, which head models do not return as such
-    spec = spec_for(ref.name, model, source=str(ref.path), pipeline_task=task)
+    if getattr(ref, "catalog", False):  # --model registry...: generic tiny build + smoke (zoo/catalog.py)
+        from zoo.catalog import build_catalog_subject
+
+        return build_catalog_subject(ref.name)
+    model, processor, why_no_processor = load_checkpoint(ref)
+    spec = spec_for(ref.name, model, source=str(ref.path), processor=processor)
+    task = pipeline_task_for(spec, processor)
+    if task:
+        spec = replace(spec, pipeline_task=task, capabilities=spec.capabilities | {"pipeline"})
+    if why_no_processor:
+        spec.extra["no_processor"] = why_no_processor
     return Subject(spec, model, processor)
 
 
@@ -35,3 +41,18 @@ class SubjectRegistry:
 
     def names(self) -> list[str]:
         return list(self.refs)
+
+    def header_notes(self) -> list[str]:
+        """One line per checkpoint whose processor properties will not run, saying why."""
+        notes = []
+        for name, ref in self.refs.items():
+            if ref.is_zoo or getattr(ref, "catalog", False):  # catalogue models are built on first use
+                continue
+            try:
+                why = self[name].spec.extra.get("no_processor")
+            except Exception:  # a checkpoint that does not load is reported once, at collection
+                continue
+            if why:
+                notes.append(f"hfprops: {name}: processor properties (tokenizer, image processor, feature "
+                             f"extractor, pipeline) not run: {why}")
+        return notes

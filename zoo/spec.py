@@ -13,7 +13,8 @@ CAPABILITIES = frozenset(
     {
         "text",  # takes input_ids / attention_mask
         "vision",  # takes pixel_values
-        "audio",  # takes input_features
+        "audio",  # takes input_features (spectrogram frames)
+        "waveform",  # takes input_values (raw samples), optionally with a sample-level attention_mask
         "causal",  # decoder-only language model with logits
         "encoder_decoder",  # needs decoder_input_ids
         "cache",  # supports past_key_values / use_cache
@@ -21,6 +22,10 @@ CAPABILITIES = frozenset(
         "pipeline",  # has a transformers pipeline task that works offline
         "tied_embeddings",  # input embeddings shared with the output head
         "hidden_states",  # honours output_hidden_states=True
+        # processors the checkpoint ships (never a blank default: see zoo/checkpoints.py)
+        "tokenizer",
+        "image_processor",
+        "feature_extractor",
     }
 )
 
@@ -38,6 +43,8 @@ class ModelSpec:
     seed: int = 0  # weight-init seed for zoo models (replay depends on it)
     source: str = "zoo"  # "zoo", or the checkpoint directory of a user model
     model_class: str = ""  # transformers class name used to build or load the model
+    main_input: str = "input_ids"  # the forward's main input: input_ids, pixel_values, input_features, input_values
+    head: str = "base"  # what the model puts on its backbone (zoo.contract.head_kind)
     # text
     vocab_size: int = 0
     max_length: int = 0  # longest input_ids the model accepts
@@ -56,6 +63,8 @@ class ModelSpec:
     num_mel_bins: int = 0
     num_frames: int = 0  # input_features length the encoder requires
     sampling_rate: int = 0
+    min_samples: int = 0  # shortest raw waveform (input_values) that gives at least one output frame
+    max_samples: int = 0
     # sizes for the shape contract
     hidden_size: int = 0
     num_layers: int = 0

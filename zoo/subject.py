@@ -145,6 +145,8 @@ class Subject:
         if "attention_mask" not in inputs:
             return {}
         mask = to_tensors({"m": inputs["attention_mask"]})["m"].bool()
+        if "input_values" in inputs:  # a sample-level mask: real frames are those of the real samples
+            mask = self.frame_mask(mask)
         masks = {}
         for name, tensor in outputs.items():
             decoder_side = self.spec.has("encoder_decoder") and (name == "logits" or name.startswith("decoder_"))
@@ -155,6 +157,15 @@ class Subject:
                 continue
             masks[name] = mask.to(tensor.device)
         return masks
+
+    def frame_mask(self, sample_mask: torch.Tensor) -> torch.Tensor:
+        """Which output frames of a right-padded waveform batch come from real samples only."""
+        from zoo.contract import conv_frames
+
+        layers = self.spec.extra.get("contract", {}).get("conv_layers", [])
+        total = conv_frames(sample_mask.shape[1], layers)
+        real = [conv_frames(int(n), layers) for n in sample_mask.sum(-1)]
+        return torch.arange(total)[None, :] < torch.tensor(real)[:, None]
 
     def select_rows(self, outputs: Mapping[str, torch.Tensor], rows) -> dict[str, torch.Tensor]:
         """The outputs of batch rows `rows`, in that order (pairwise outputs such as CLIP's
@@ -187,48 +198,16 @@ class Subject:
         return self.with_model(model)
 
     # -- shape contract -------------------------------------------------------------------------
-    def expected_shapes(self, inputs: Mapping[str, Any], *, hidden_states: bool = False) -> dict[str, tuple]:
-        """The shape every output must have, derived from the input shapes and the config alone."""
-        spec, sizes = self.spec, {k: tuple(np.shape(v)) for k, v in inputs.items()}
-        hidden, layers = spec.hidden_size, spec.num_layers
-        with_layers = hidden_states and spec.has("hidden_states")
-        shapes: dict[str, tuple] = {}
+    def contract(self, inputs: Mapping[str, Any], *, hidden_states: bool = False):
+        """The shape contract (`zoo.contract.Contract`) for these inputs, from the class and config alone."""
+        from zoo.contract import contract
 
-        def stream(prefix: str, batch: int, length: int, width: int, pooled: int, count: int = layers):
-            shapes[f"{prefix}last_hidden_state"] = (batch, length, width)
-            if pooled:
-                shapes[f"{prefix}pooler_output"] = (batch, pooled)
-            if with_layers:
-                shapes.update({f"{prefix}hidden_states.{i}": (batch, length, width) for i in range(count + 1)})
+        sizes = {k: tuple(np.shape(v)) for k, v in inputs.items()}
+        return contract(self.spec, sizes, hidden_states=hidden_states)
 
-        text = sizes.get("input_ids")
-        image_len = (spec.image_size // spec.extra.get("patch_size", 1)) ** 2 + 1 if spec.has("vision") else 0
-        if spec.has("text", "vision"):  # dual encoder (CLIP)
-            bt, bi, proj = text[0], sizes["pixel_values"][0], spec.extra["projection_dim"]
-            # transformers 5 replaces the towers' pooler_output with its projection
-            stream("text_model_output.", bt, text[1], hidden, proj)
-            stream("vision_model_output.", bi, image_len, spec.extra["vision_hidden_size"], proj)
-            shapes.update(
-                text_embeds=(bt, proj), image_embeds=(bi, proj), logits_per_image=(bi, bt), logits_per_text=(bt, bi)
-            )
-        elif spec.has("encoder_decoder"):
-            batch = (text or sizes.get("input_features"))[0]
-            enc_len = text[1] if text else spec.num_frames // 2
-            dec_len = sizes["decoder_input_ids"][1]
-            shapes["logits"] = (batch, dec_len, spec.decoder_vocab_size or spec.vocab_size)
-            shapes["encoder_last_hidden_state"] = (batch, enc_len, hidden)
-            if with_layers:
-                for side, length in (("encoder", enc_len), ("decoder", dec_len)):
-                    shapes.update({f"{side}_hidden_states.{i}": (batch, length, hidden) for i in range(layers + 1)})
-        elif spec.has("causal"):
-            shapes["logits"] = (text[0], text[1], spec.vocab_size)
-            if with_layers:
-                shapes.update({f"hidden_states.{i}": (text[0], text[1], hidden) for i in range(layers + 1)})
-        elif spec.has("vision"):
-            stream("", sizes["pixel_values"][0], image_len, hidden, hidden if spec.has("pooler") else 0)
-        else:
-            stream("", text[0], text[1], hidden, hidden if spec.has("pooler") else 0)
-        return shapes
+    def expected_shapes(self, inputs: Mapping[str, Any], *, hidden_states: bool = False) -> dict[str, Any]:
+        """The shape each output must have (None axes: any size), derived from the input shapes and the config."""
+        return self.contract(inputs, hidden_states=hidden_states).shapes
 
 
 def save_and_reload(subject: Subject, directory) -> tuple[Subject, dict]:

@@ -1,0 +1,219 @@
+"""The one findings list (`properties/findings.toml`): upstream behaviour the suite finds, keyed by
+the component it is about, so one recorded finding applies to every checkpoint that uses it.
+
+A finding names
+- `component`: an fnmatch pattern of a class name (the model class, any of its submodules, the
+  processor and its parts, each with its base classes), of a `tokenizers.<Part>` of a fast
+  tokenizer's backend, or of a transformers function the model's modeling file calls
+  (`transformers.masking_utils.create_bidirectional_mask`);
+- `property`: the test function (fnmatch), and optionally `case`: the test's other parameters
+  (`RGBA` in `test_pixel_values[vit-RGBA]`);
+- `versions`: the transformers releases where it shows (a PEP 440 specifier, default all);
+- `match`: a regular expression the failure message must match. A failure of the same test that
+  does not match is a new failure and stays red: a finding never swallows what it does not describe;
+- `reason`, `input` (the shrunk failing input), and `strict`: true makes the test's xfail strict on
+  the zoo models, where the suite measured the finding (a pass there means upstream fixed it). On
+  other checkpoints a finding is never strict: the same component may be configured so that it
+  does not show. `models` (optional) restricts a finding to named subjects, for findings that
+  depend on trained weights rather than on code.
+
+The end of a run lists the findings it met.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import re
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+FINDINGS = Path(__file__).with_name("findings.toml")
+_ENTRIES = pytest.StashKey["list"]()
+_ITEM_FINDINGS = pytest.StashKey["list"]()
+_USER_PROPERTY = "hfprops_findings"
+# finding key -> test ids that met it; filled from reports, so it also works on the xdist controller
+_MET: dict[str, list[str]] = {}
+
+
+@dataclass(frozen=True)
+class Finding:
+    component: str
+    property: str
+    reason: str
+    input: str
+    match: str = ".*"
+    case: str = "*"
+    versions: str = ""
+    strict: bool = True
+    models: tuple[str, ...] = ()
+    components_seen: list = field(default_factory=list, compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.component} :: {self.property}" + (f"[{self.case}]" if self.case != "*" else "")
+
+    def applies_to_version(self, version: str) -> bool:
+        if not self.versions:
+            return True
+        from packaging.specifiers import SpecifierSet
+
+        return SpecifierSet(self.versions).contains(version, prereleases=True)
+
+    def matches_failure(self, message: str) -> bool:
+        return re.search(self.match, message, re.S) is not None
+
+
+def load_findings(path: Path = FINDINGS) -> list[Finding]:
+    """Every entry of the findings list, checked for the fields each must have."""
+    with path.open("rb") as f:
+        raw = tomllib.load(f).get("finding", [])
+    findings = []
+    for entry in raw:
+        missing = [k for k in ("component", "property", "reason", "input") if not entry.get(k)]
+        if missing:
+            raise pytest.UsageError(f"{path.name}: an entry lacks {missing}: {entry}")
+        entry = dict(entry)
+        entry["models"] = tuple(entry.get("models", ()))
+        findings.append(Finding(**entry))
+    return findings
+
+
+# -- what a subject is made of -----------------------------------------------------------------------
+def _class_names(obj) -> set[str]:
+    return {cls.__name__ for cls in type(obj).__mro__ if cls is not object}
+
+
+def _imported_transformers_functions(module_name: str) -> set[str]:
+    """`transformers.x.f` for each transformers function a modeling module imported (the code it calls)."""
+    module = sys.modules.get(module_name)
+    names = set()
+    for value in vars(module).values() if module else ():
+        owner = getattr(value, "__module__", "") or ""
+        if inspect.isfunction(value) and owner.startswith("transformers.") and owner != module_name:
+            names.add(f"{owner}.{value.__name__}")
+    return names
+
+
+def components(subject) -> frozenset[str]:
+    """Every component name a finding can be keyed by, for this subject (cached on it)."""
+    cached = getattr(subject, "_components", None)
+    if cached is not None:
+        return cached
+    names: set[str] = set()
+    modules = set()
+    for module in subject.model.modules():
+        names |= _class_names(module)
+        modules.add(type(module).__module__)
+    for module_name in modules:
+        if module_name.startswith("transformers.models."):
+            names |= _imported_transformers_functions(module_name)
+    processor = subject.processor
+    parts = [processor] + [getattr(processor, a, None) for a in ("tokenizer", "image_processor", "feature_extractor")]
+    for part in filter(None, parts):
+        names |= _class_names(part)
+        backend = getattr(part, "backend_tokenizer", None)
+        for piece in ("normalizer", "pre_tokenizer", "model", "post_processor", "decoder"):
+            value = getattr(backend, piece, None) if backend is not None else None
+            if value is not None:
+                names.add(f"tokenizers.{type(value).__name__}")
+    subject._components = frozenset(names)
+    return subject._components
+
+
+# -- matching tests --------------------------------------------------------------------------------
+def _case_of(item, subject_name: str) -> str:
+    """The test's parameters other than the subject (`RGBA` for `test_pixel_values[vit-RGBA]`)."""
+    ident = item.callspec.id
+    parts = ident.split("-")
+    name_parts = subject_name.split("-")
+    for start in range(len(parts) - len(name_parts) + 1):
+        if parts[start:start + len(name_parts)] == name_parts:
+            return "-".join(parts[:start] + parts[start + len(name_parts):])
+    return ident
+
+
+def findings_for(item, subject, version: str, entries: list[Finding]) -> list[Finding]:
+    """The recorded findings that describe this test on this subject under this transformers release."""
+    owned = components(subject)
+    case = _case_of(item, subject.name)
+    function = item.originalname
+    return [
+        f for f in entries
+        if fnmatch.fnmatchcase(function, f.property)
+        and fnmatch.fnmatchcase(case, f.case)
+        and (not f.models or subject.name in f.models)
+        and f.applies_to_version(version)
+        and any(fnmatch.fnmatchcase(c, f.component) for c in owned)
+    ]
+
+
+def mark_findings(config, items, subject_of) -> None:
+    """Mark each test that a recorded finding describes as xfail (strict on zoo models where the finding says so)."""
+    import transformers
+
+    entries = config.stash.setdefault(_ENTRIES, load_findings())
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or not isinstance(callspec.params.get("subject"), str):
+            continue  # no subject, or an empty parameter set (no selected model has what the test needs)
+        subject = subject_of(callspec.params["subject"])
+        found = findings_for(item, subject, transformers.__version__, entries)
+        if not found:
+            continue
+        item.stash[_ITEM_FINDINGS] = found
+        strict = subject.spec.source == "zoo" and all(f.strict for f in found)
+        reason = " | ".join(f"{f.component}: {f.reason} | shrunk input: {f.input}" for f in found)
+        item.add_marker(pytest.mark.xfail(reason=reason, strict=strict))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    found = item.stash.get(_ITEM_FINDINGS, None)
+    if not found or call.when != "call" or not hasattr(report, "wasxfail"):
+        return
+    if call.excinfo is None:
+        return  # an xpass: pytest's strict/non-strict handling decides
+    message = f"{call.excinfo.typename}: {call.excinfo.value}"
+    met = [f for f in found if f.matches_failure(message)]
+    if not met:
+        report.outcome = "failed"
+        keys = "; ".join(f"{f.key} (match {f.match!r})" for f in found)
+        report.longrepr = (
+            f"{report.longrepr}\n\nhfprops: this failure is NOT the recorded finding(s) {keys}: "
+            f"it is new and stays red."
+        )
+        del report.wasxfail
+        return
+    report.user_properties.append((_USER_PROPERTY, [f.key for f in met]))
+
+
+def pytest_runtest_logreport(report):
+    for name, keys in report.user_properties:
+        if name == _USER_PROPERTY:
+            for key in keys:
+                _MET.setdefault(key, []).append(report.nodeid)
+
+
+def met_findings() -> dict[str, list[str]]:
+    """Finding key -> ids of the tests of this run that met it."""
+    return {key: list(ids) for key, ids in _MET.items()}
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if not _MET:
+        return
+    reasons = {f.key: f.reason for f in load_findings()}
+    terminalreporter.section("hfprops: recorded upstream findings met in this run")
+    for key, nodeids in sorted(_MET.items()):
+        terminalreporter.write_line(f"{key}: {len(nodeids)} test(s): {reasons.get(key, '')}")
+        for nodeid in nodeids[:5]:
+            terminalreporter.write_line(f"    {nodeid}")
+        if len(nodeids) > 5:
+            terminalreporter.write_line(f"    ... and {len(nodeids) - 5} more")

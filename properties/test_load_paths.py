@@ -1,0 +1,206 @@
+"""Load paths: every way people load a checkpoint gives the model the plain fp32 load gives (mark `configs`).
+
+The subject's model is saved once per process (safetensors) and loaded back with `dtype=` float16 /
+bfloat16 / "auto", sharded (`max_shard_size`), with `device_map="cpu"` (needs accelerate), and,
+from its base model, into every head class of its family (the start of every fine-tune: the
+encoder weights arrive unchanged, the new head is initialised and reported as missing keys).
+Each load is compared with the plain fp32 load: weights bit-identical (cast the same way for half
+types), outputs finite and within the policy (`devices.tolerance`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from devices.tolerance import EXACT, assert_outputs_close, nonfinite_outputs, tolerance
+from properties.artifacts import record
+from strategies.batches import model_inputs
+
+pytestmark = pytest.mark.configs
+
+PROPERTY = "load path"
+HEADS = "head class load"
+SHARD_SIZE = "20KB"  # the tiny models are ~100-400 KB: several shards each
+LOAD_EXAMPLES = settings(max_examples=5)  # the loads are the test; a few inputs judge each
+
+
+# -- saved checkpoints, one per (model, kind) per process --------------------------------------------
+_ROOT = Path(tempfile.mkdtemp(prefix="hfprops-load-paths-"))
+atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
+_SAVED: dict[tuple[int, str], tuple[object, Path]] = {}
+_LOADED: dict[tuple[int, str], tuple[object, object]] = {}
+
+
+def saved(subject, kind: str = "plain") -> Path:
+    """The subject's model saved once: "plain", "sharded" (`max_shard_size`) or "base" (its base model)."""
+    key = (id(subject), kind)
+    if key not in _SAVED:
+        directory = _ROOT / f"{subject.name}-{kind}"
+        model = subject.model.base_model if kind == "base" else subject.model
+        model.save_pretrained(directory, **({"max_shard_size": SHARD_SIZE} if kind == "sharded" else {}))
+        _SAVED[key] = (subject, directory)  # holding subject keeps its id unique
+    return _SAVED[key][1]
+
+
+def load(cls, directory: Path, **kwargs):
+    """`cls.from_pretrained` offline, safetensors only; returns (model in eval mode, loading info)."""
+    model, info = cls.from_pretrained(directory, local_files_only=True, use_safetensors=True,
+                                      output_loading_info=True, **kwargs)
+    return model.eval(), info
+
+
+def loaded(subject, how: str, kind: str = "plain", **kwargs):
+    """The subject reloaded one way (built once per process), as a subject."""
+    key = (id(subject), how)
+    if key not in _LOADED:
+        model, _ = load(type(subject.model), saved(subject, kind), **kwargs)
+        _LOADED[key] = (subject, subject.with_model(model))
+    return _LOADED[key][1]
+
+
+def _same_weights(subject, actual, reference, what: str, dtype=None) -> None:
+    """Every parameter and buffer of `actual` equals `reference`'s (cast to `dtype`) bit for bit."""
+    expected = reference.state_dict()
+    differ = []
+    for name, tensor in actual.state_dict().items():
+        want = expected[name]
+        if dtype is not None and want.is_floating_point():
+            want = want.to(dtype)
+        if tensor.shape != want.shape or not torch.equal(tensor.cpu(), want):
+            differ.append(name)
+    assert not differ, f"[{subject.name}] {PROPERTY} ({what}): weights differ from the plain load in {differ[:8]}"
+
+
+def check_load_matches_plain(subject, variant, reference, inputs, what: str) -> None:
+    """`variant` (another load path) gives finite outputs within the policy of the plain fp32 load's."""
+    expected = reference.forward(inputs, hidden_states=True)
+    actual = variant.forward(inputs, hidden_states=True)
+    problems = nonfinite_outputs(actual)
+    assert not problems, f"[{subject.name}] {PROPERTY} ({what}): " + "; ".join(problems)
+    dtype = variant.dtype
+    tol = EXACT if dtype == reference.dtype else tolerance(dtype, "precision")
+    actual = {k: t.to(expected[k].dtype) if t.is_floating_point() else t for k, t in actual.items()}
+    assert_outputs_close(actual, expected, tol, model=subject.name, prop=f"{PROPERTY} ({what} vs plain fp32 load)",
+                         masks=reference.real_token_masks(expected, inputs))
+
+
+# -- dtype=, shards, device_map ---------------------------------------------------------------------
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@LOAD_EXAMPLES
+@given(data=st.data())
+def test_load_with_dtype(subject, dtype, data):
+    """`from_pretrained(dtype=...)` gives the weights of the fp32 load cast to that dtype ("auto": the
+    checkpoint's own, float32) and outputs within the policy of the fp32 load's."""
+    reference = loaded(subject, "plain")
+    variant = loaded(subject, f"dtype={dtype}", dtype=DTYPES[dtype])
+    want = torch.float32 if dtype == "auto" else DTYPES[dtype]
+    assert variant.dtype == want, f"[{subject.name}] {PROPERTY}: dtype={dtype!r} loaded {variant.dtype}, expected {want}"
+    _same_weights(subject, variant.model, reference.model, f"dtype={dtype}", dtype=want)
+    inputs = data.draw(model_inputs(subject.spec), label="inputs")
+    record(variant, inputs, prop=PROPERTY, load=f"dtype={dtype}")
+    check_load_matches_plain(subject, variant, reference, inputs, f"dtype={dtype}")
+
+
+@LOAD_EXAMPLES
+@given(data=st.data())
+def test_sharded_load(subject, data):
+    """A checkpoint saved in shards (`max_shard_size`) loads the weights and outputs of the single file."""
+    shards = list(saved(subject, "sharded").glob("*.safetensors"))
+    assert len(shards) > 1, f"[{subject.name}] {PROPERTY}: max_shard_size={SHARD_SIZE} wrote {len(shards)} file(s)"
+    reference, variant = loaded(subject, "plain"), loaded(subject, "sharded", kind="sharded")
+    _same_weights(subject, variant.model, reference.model, f"{len(shards)} shards")
+    inputs = data.draw(model_inputs(subject.spec), label="inputs")
+    record(variant, inputs, prop=PROPERTY, load=f"sharded ({len(shards)} files)")
+    check_load_matches_plain(subject, variant, reference, inputs, f"{len(shards)} shards")
+
+
+@LOAD_EXAMPLES
+@given(data=st.data())
+def test_device_map_cpu_load(subject, data):
+    """`device_map="cpu"` (accelerate's dispatch) loads the weights and outputs of the plain load."""
+    from transformers.utils import is_accelerate_available
+
+    if not is_accelerate_available():
+        pytest.skip('device_map="cpu" needs accelerate (pip install accelerate); it is not installed')
+    reference, variant = loaded(subject, "plain"), loaded(subject, "device_map=cpu", device_map="cpu")
+    _same_weights(subject, variant.model, reference.model, 'device_map="cpu"')
+    inputs = data.draw(model_inputs(subject.spec), label="inputs")
+    record(variant, inputs, prop=PROPERTY, load='device_map="cpu"')
+    check_load_matches_plain(subject, variant, reference, inputs, 'device_map="cpu"')
+
+
+# -- a base checkpoint into each head class ----------------------------------------------------------
+def head_classes(model_type: str) -> list[str]:
+    """Every class of transformers' auto mappings for `model_type` except the bare base model."""
+    from transformers.models.auto import modeling_auto
+
+    names = set()
+    for attr, mapping in vars(modeling_auto).items():
+        if attr.startswith("MODEL_FOR_") and attr.endswith("_MAPPING_NAMES") and model_type in mapping:
+            value = mapping[model_type]
+            names.update(value if isinstance(value, (list, tuple)) else [value])
+    base = modeling_auto.MODEL_MAPPING_NAMES.get(model_type)
+    return sorted(names - {base} - {None})
+
+
+def _checkpoint_key(head, key: str, checkpoint: dict) -> str | None:
+    """The checkpoint key a head-model key loads from (base-model prefixes added or stripped), or None."""
+    prefix = getattr(head, "base_model_prefix", "") + "."
+    for candidate in (key, key.removeprefix(prefix), prefix + key):
+        if candidate in checkpoint:
+            return candidate
+    return None
+
+
+def check_head_load(subject, head_class, directory: Path, checkpoint: dict, dtype: torch.dtype) -> None:
+    """Loading the base checkpoint into `head_class` with `dtype` keeps every base weight (cast to
+    `dtype`) and gives the head's new parameters finite values, not all zero, reported as missing."""
+    head, info = load(head_class, directory, dtype=dtype)
+    missing = set(info["missing_keys"])
+    loaded_ptrs, new, wrong = set(), {}, []
+    state = head.state_dict()
+    for key, tensor in state.items():
+        source = _checkpoint_key(head, key, checkpoint)
+        if source is None:
+            new[key] = tensor
+            continue
+        loaded_ptrs.add(tensor.data_ptr())
+        want = checkpoint[source].to(dtype) if checkpoint[source].is_floating_point() else checkpoint[source]
+        if tensor.shape != want.shape or not torch.equal(tensor, want):
+            wrong.append(key)
+    where = f"{head_class.__name__} from {type(subject.model.base_model).__name__}'s checkpoint, dtype={dtype}"
+    assert not wrong, f"[{subject.name}] {HEADS} ({where}): base weights changed on load: {wrong[:8]}"
+    new = {k: t for k, t in new.items() if t.data_ptr() not in loaded_ptrs}  # tied to a loaded weight
+    unreported = sorted(k for k in new if k not in missing)
+    assert not unreported, f"[{subject.name}] {HEADS} ({where}): new parameters not reported missing: {unreported}"
+    bad = [f"{k} {'not finite' if not torch.isfinite(t).all() else 'all zero'}" for k, t in new.items()
+           if t.is_floating_point() and (not torch.isfinite(t).all() or (t.dim() >= 2 and not t.any()))]
+    assert not bad, f"[{subject.name}] {HEADS} ({where}): the new head is not initialised: {bad}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_base_checkpoint_into_head_classes(subject, dtype):
+    """A base checkpoint loads into every head class of its family: base weights kept, head initialised."""
+    import transformers
+    from safetensors.torch import load_file
+
+    directory = saved(subject, "base")
+    checkpoint = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        checkpoint.update(load_file(str(file)))
+    classes = [getattr(transformers, name) for name in head_classes(subject.model.config.model_type)
+               if hasattr(transformers, name)]
+    if not classes:
+        pytest.skip(f"{subject.name}: transformers lists no head classes for {subject.model.config.model_type}")
+    for head_class in classes:
+        check_head_load(subject, head_class, directory, checkpoint, getattr(torch, dtype))

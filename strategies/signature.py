@@ -1,0 +1,242 @@
+"""Inputs a model's forward needs beyond the base draws, keyed by forward-argument name.
+
+Two halves, one table (`RULES`):
+- `signature_plan(model) -> dict` (called from `zoo.build.spec_for`, stored in `spec.extra`) reads
+  the forward's argument names and the config into plain data: which extra inputs to supply and
+  their sizes (pixel layout, bbox range, waveform length, image placeholder runs, ...).
+- `signature_inputs(spec, inputs)` (called from `strategies.batches.model_inputs` for the names in
+  `spec.extra["signature_inputs"]`) is a strategy that completes an already drawn batch from that
+  plain data alone; it never sees the model. It is idempotent: what is already right stays.
+
+Each rule says why the input is needed. Image placeholder runs are measured once at plan time
+(`zoo.catalog.placeholder_tokens`: how many image features one image gives), because the count
+depends on the vision tower, projector and pooling in ways no config attribute states.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+from hypothesis import event, strategies as st
+from hypothesis.extra.numpy import arrays
+
+from strategies.arrays import dense_floats
+
+DEFAULT_IMAGE = 32  # pixel side for vision models whose config has no image_size (CNN back bones)
+WAVEFORM_MAX = 4000  # samples of a raw waveform (1/4 s at 16 kHz): enough frames, cheap forward
+# Forward arguments that are part of the base draws (strategies.batches), or that a forward
+# accepts only to change its return value.
+_BASE = {"input_ids", "attention_mask", "pixel_values", "input_features", "decoder_input_ids"}
+
+
+def _params(model) -> dict:
+    return dict(inspect.signature(model.forward).parameters)
+
+
+def _cfg(config, *names, default=None):
+    for name in names:
+        value = config.__dict__.get(name)
+        if value is not None:
+            return value
+    return default
+
+
+def _vision_config(config):
+    vision = getattr(config, "vision_config", None)
+    return vision if vision is not None else config
+
+
+def _pixel_shape(model) -> tuple[int, int, int]:
+    vision = _vision_config(model.config)
+    size = _cfg(vision, "image_size", "pretrain_image_size", default=DEFAULT_IMAGE)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    channels = _cfg(vision, "num_channels", "in_channels", default=3)
+    return (int(channels), int(size), int(size))
+
+
+def _conv_receptive_field(config) -> int:
+    """Samples a convolutional feature encoder needs for one output frame."""
+    kernels, strides = config.__dict__.get("conv_kernel"), config.__dict__.get("conv_stride")
+    if not kernels or not strides:
+        return 400
+    field, jump = 1, 1
+    for k, s in zip(kernels, strides):
+        field += (k - 1) * jump
+        jump *= s
+    return field
+
+
+# -- the table: argument name -> (applies to the model?, plan data) -----------------------------------
+def _plan_pixel_values(model, params):
+    main = getattr(model, "main_input_name", "")
+    if "pixel_values" in params and (main == "pixel_values" or getattr(model.config, "vision_config", None) is not None):
+        return {"pixel_shape": _pixel_shape(model)}  # the configured size, also where the config has none
+    return None
+
+
+def _plan_pixel_mask(model, params):
+    return {} if "pixel_mask" in params and "pixel_values" in params else None  # DETR family: all pixels real
+
+
+def _plan_image_sizes(model, params):
+    return {} if "image_sizes" in params and "pixel_values" in params else None  # LLaVA-NeXT family: (H, W) per image
+
+
+def _plan_bbox(model, params):
+    if "bbox" not in params:
+        return None  # layout models: one box (x0, y0, x1, y1) per token, inside the 2-D position table
+    top = _cfg(model.config, "max_2d_position_embeddings", default=1024)
+    return {"bbox_max": int(top) - 1}
+
+
+def _plan_input_values(model, params):
+    if "input_values" not in params or getattr(model, "main_input_name", "") != "input_values":
+        return None  # raw-waveform encoders: the conv feature encoder needs its receptive field at least
+    low = _conv_receptive_field(model.config)
+    return {"waveform_samples": (low, max(WAVEFORM_MAX, 4 * low))}
+
+
+def _plan_placeholders(model, params):
+    """Multimodal LMs: the text must hold one image-token id per image feature, per image."""
+    config = model.config
+    token = _cfg(config, "image_token_id", "image_token_index")
+    if token is None or "pixel_values" not in params or "input_ids" not in params:
+        return None
+    from zoo.catalog import placeholder_tokens  # measured once with the model (see the module docstring)
+
+    count = placeholder_tokens(model, _pixel_shape(model))
+    if not count:
+        return None
+    return {"image_token_id": int(token), "image_tokens": int(count)}
+
+
+def _plan_eos(model, params):
+    """Encoder-decoder sequence classifiers pool at the last eos token: every item must hold one."""
+    name = type(model).__name__
+    if not name.endswith("ForSequenceClassification") or not getattr(model.config, "is_encoder_decoder", False):
+        return None
+    eos = _cfg(model.config, "eos_token_id")
+    eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+    return None if eos is None else {"eos_token_id": int(eos)}
+
+
+RULES = {
+    "pixel_values": _plan_pixel_values,
+    "pixel_mask": _plan_pixel_mask,
+    "image_sizes": _plan_image_sizes,
+    "bbox": _plan_bbox,
+    "input_values": _plan_input_values,
+    "image_placeholders": _plan_placeholders,
+    "eos_at_end": _plan_eos,
+}
+# Ids the text must not hold unless the matching media is given (their mismatch is refused).
+RESERVED_ID_NAMES = ("image_token_id", "image_token_index", "video_token_id", "video_token_index",
+                     "audio_token_id", "audio_token_index", "boi_token_index", "eoi_token_index",
+                     "image_start_token_id", "image_end_token_id", "vision_start_token_id", "vision_end_token_id")
+
+
+def signature_plan(model) -> dict:
+    """Plain data for `signature_inputs`: the extra inputs this model's forward needs and their sizes."""
+    params = _params(model)
+    names = [p for p, v in params.items() if v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
+    plan: dict = {"accepts": tuple(names)}
+    wanted = []
+    for name, rule in RULES.items():
+        data = rule(model, params)
+        if data is not None:
+            wanted.append(name)
+            plan.update(data)
+    config = model.config
+    reserved = {int(v) for n in RESERVED_ID_NAMES for c in (config, getattr(config, "text_config", None)) if c is not None
+                for v in [c.__dict__.get(n)] if isinstance(v, int) and not isinstance(v, bool)}
+    if reserved:
+        plan["reserved_ids"] = tuple(sorted(reserved))
+        wanted.append("reserved_ids")
+    plan["signature_inputs"] = tuple(wanted)
+    return plan
+
+
+# -- strategies: plain data in, inputs out -----------------------------------------------------------
+def _rows(inputs) -> int | None:
+    for key in ("input_ids", "pixel_values", "input_values", "input_features"):
+        if key in inputs:
+            return int(np.shape(inputs[key])[0])
+    return None
+
+
+def _insert_runs(ids, mask, token: int, count: int, side: str):
+    """Put `count` copies of `token` in front of each row's real tokens, keeping the padding side."""
+    rows, width = ids.shape
+    real = [ids[r][mask[r] == 1] for r in range(rows)]
+    longest = max(len(x) for x in real) + count
+    new_ids = np.full((rows, longest), ids[mask == 0][0] if (mask == 0).any() else 0, dtype=np.int64)
+    new_mask = np.zeros((rows, longest), dtype=np.int64)
+    for r, tokens in enumerate(real):
+        row = np.concatenate([np.full(count, token, dtype=np.int64), tokens])
+        where = slice(longest - len(row), longest) if side == "left" else slice(0, len(row))
+        new_ids[r, where], new_mask[r, where] = row, 1
+    return new_ids, new_mask
+
+
+@st.composite
+def signature_inputs(draw, spec, inputs: dict):
+    """`inputs` completed with the extra inputs of `spec.extra["signature_inputs"]` (a new dict)."""
+    extra = spec.extra
+    names = extra.get("signature_inputs", ())
+    out = dict(inputs)
+    accepts = extra.get("accepts")
+    if accepts:
+        out = {k: v for k, v in out.items() if k in accepts}
+    rows = _rows(out) or draw(st.integers(1, 4), label="batch size")
+    if "input_values" in names and "input_values" not in out:
+        low, high = extra["waveform_samples"]
+        n = draw(st.integers(low, high), label="waveform samples")
+        out["input_values"] = draw(dense_floats((rows, n), -1.0, 1.0), label="waveform")
+        event("signature: raw waveform")
+    if "pixel_values" in names:
+        shape = tuple(extra["pixel_shape"])
+        current = out.get("pixel_values")
+        if current is None or tuple(np.shape(current)[1:]) != shape or (
+            "image_placeholders" in names and np.shape(current)[0] != rows
+        ):
+            out["pixel_values"] = draw(dense_floats((rows, *shape), -3.0, 3.0), label="pixels (signature)")
+    images = int(np.shape(out["pixel_values"])[0]) if "pixel_values" in out else rows
+    if "pixel_mask" in names and "pixel_values" in out:
+        _, h, w = np.shape(out["pixel_values"])[1:]
+        out["pixel_mask"] = np.ones((images, h, w), dtype=np.int64)
+    if "image_sizes" in names and "pixel_values" in out:
+        h, w = np.shape(out["pixel_values"])[2:]
+        out["image_sizes"] = np.tile(np.array([[h, w]], dtype=np.int64), (images, 1))
+    if "input_ids" in out and "reserved_ids" in names:
+        ids = np.array(out["input_ids"], copy=True)
+        reserved = np.isin(ids, extra["reserved_ids"])
+        if reserved.any():  # a placeholder id without its media is refused: use an ordinary id instead
+            ordinary = next(i for i in range(spec.vocab_size) if i not in extra["reserved_ids"])
+            ids[reserved] = ordinary
+        out["input_ids"] = ids
+    if "image_placeholders" in names and "input_ids" in out:
+        token, count = extra["image_token_id"], extra["image_tokens"]
+        ids, mask = out["input_ids"], out.get("attention_mask", np.ones_like(out["input_ids"]))
+        if (ids == token).sum() != count * rows:
+            side = "left" if (mask[:, 0] == 0).any() else "right"
+            out["input_ids"], new_mask = _insert_runs(ids, mask, token, count, side)
+            if "attention_mask" in out:
+                out["attention_mask"] = new_mask
+            event("signature: image placeholder run")
+    if "eos_at_end" in names and "input_ids" in out:
+        ids, mask = np.array(out["input_ids"], copy=True), out.get("attention_mask", np.ones_like(out["input_ids"]))
+        for r in range(ids.shape[0]):
+            last = np.flatnonzero(mask[r])[-1]
+            ids[r, last] = extra["eos_token_id"]
+        out["input_ids"] = ids
+    if "bbox" in names and "input_ids" in out:
+        b, length = np.shape(out["input_ids"])
+        corners = draw(arrays(np.int64, (b, length, 2, 2), elements=st.integers(0, extra["bbox_max"])), label="bbox")
+        lo, hi = corners.min(axis=2), corners.max(axis=2)  # x0 <= x1, y0 <= y1
+        out["bbox"] = np.concatenate([lo, hi], axis=-1)
+    return out
+
+
+# Inputs indexed by (batch, token) that a batch composer must pad with the text (bbox, per token).
+PER_TOKEN = ("bbox",)

@@ -1,0 +1,815 @@
+"""Every architecture transformers ships, built tiny: the `--model registry` catalogue.
+
+The catalogue walks transformers' auto mappings (`MODEL_MAPPING_NAMES` and the head mappings
+in `HEADS`), shrinks each model type's default config with one set of generic rules
+(`shrink_config`: sizes by attribute name, kept consistent; sub-configs recursively; special
+ids inside the tiny vocab), seeds the weights from the model type (`seed_for`) so every process
+builds the same model, and reports every model type it cannot build or feed with the reason
+(`python -m zoo.catalog --probe`). Exceptions live in one table, `zoo/catalog_overrides.py`.
+
+Ids: `<model_type>-<variant>` where variant is a key of `HEADS` (`llama-base`, `llama-causal-lm`,
+`llama-seq-cls`, ...). Selection (`expand_registry_arg`):
+    registry                 every model type, every variant it has
+    registry:llama*          glob over model types (all variants of each match)
+    registry:vision          a modality: text, vision, audio, multimodal (also timeseries, other)
+    registry:...@base        only the listed variants (comma separated), e.g. registry@base,causal-lm
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import importlib
+import json
+import re
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from zoo.catalog_overrides import OVERRIDES
+
+# -- what is listed --------------------------------------------------------------------------------
+# variant id -> the auto mappings whose class it takes (first that has the model type wins)
+HEADS: dict[str, tuple[str, ...]] = {
+    "base": ("MODEL_MAPPING_NAMES",),
+    "causal-lm": ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",),
+    "cond-gen": (
+        "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
+        "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES",
+        "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",
+        "MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES",
+    ),
+    "seq-cls": ("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",),
+    "img-cls": ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",),
+    "audio-cls": ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",),
+}
+MODALITY_NAMES = ("text", "vision", "audio", "multimodal", "timeseries", "other")
+
+# -- the generic shrink rules ----------------------------------------------------------------------
+HIDDEN, LAYERS, HEADS_N, FFN, VOCAB = 32, 2, 4, 37, 99
+MAX_POSITIONS, IMAGE, PATCH = 64, 32, 8
+# exact attribute name -> target (a size is only ever made smaller: min(value, target))
+SIZE_RULES: dict[str, int] = {
+    **dict.fromkeys(("hidden_size", "d_model", "n_embd", "embed_dim", "dim", "embedding_size", "word_embed_proj_dim",
+                     "projection_dim", "text_hidden_size", "vision_hidden_size", "audio_hidden_size",
+                     "encoder_hidden_size", "decoder_hidden_size", "out_hidden_size", "output_hidden_size",
+                     "projector_hidden_size", "d_latents", "emb_dim", "embedding_dim", "conv_dim",
+                     "classifier_proj_size", "xvector_output_dim", "pooler_output_size", "mlp_dim",
+                     "fusion_hidden_size", "output_dim", "latent_dim", "codevector_dim",
+                     "proj_codevector_dim", "text_config_hidden_size", "backbone_hidden_size",
+                     "encoder_hidden_dim", "decoder_hidden_dim", "d_inner"), HIDDEN),
+    **dict.fromkeys(("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers",
+                     "num_decoder_layers", "num_encoder_layers", "depth", "speech_encoder_layers",
+                     "decoder_num_layers", "num_self_attends_per_block", "pred_num_hidden_layers",
+                     "num_spatial_layers", "conf_num_hidden_layers", "l_layers", "x_layers", "r_layers"), LAYERS),
+    **dict.fromkeys(("num_attention_heads", "n_head", "n_heads", "num_heads", "encoder_attention_heads",
+                     "decoder_attention_heads", "attention_heads", "speech_encoder_attention_heads",
+                     "decoder_num_attention_heads", "num_encoder_attention_heads", "num_decoder_attention_heads",
+                     "pred_num_attention_heads", "cross_num_attention_heads", "index_n_heads",
+                     "linear_num_value_heads", "linear_num_key_heads", "mamba_n_heads"), HEADS_N),
+    **dict.fromkeys(("intermediate_size", "ffn_dim", "encoder_ffn_dim", "decoder_ffn_dim", "d_ff", "n_inner",
+                     "moe_intermediate_size", "shared_expert_intermediate_size", "ffn_hidden_size",
+                     "speech_encoder_intermediate_size", "decoder_intermediate_size", "intermediate_size_mlp",
+                     "moe_shared_expert_intermediate_size", "dim_feedforward", "encoder_feedforward_dim",
+                     "expert_ffn_hidden_size", "dense_intermediate_size", "shared_intermediate_size",
+                     "projection_intermediate_size", "feed_forward_size", "dff", "moe_hidden_size"), FFN),
+    **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"), 4),
+    **dict.fromkeys(("num_experts_per_tok", "moe_topk", "n_group", "topk_group"), 2),
+    **dict.fromkeys(("kv_lora_rank", "q_lora_rank", "o_lora_rank", "laurel_rank", "adapter_rank",
+                     "time_step_rank", "embedding_rank"), 16),
+    **dict.fromkeys(("qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "index_head_dim",
+                     "linear_key_head_dim", "linear_value_head_dim", "mamba_head_dim", "d_kv", "d_head",
+                     "attention_head_size", "resampler_head_dim", "dim_head", "swa_head_dim"), 8),
+    **dict.fromkeys(("max_position_embeddings", "n_positions", "max_target_positions", "n_ctx",
+                     "max_2d_position_embeddings", "max_text_positions", "context_length"), MAX_POSITIONS),
+    **dict.fromkeys(("mamba_d_state", "state_size", "ssm_state_size", "d_state"), 16),
+    "max_source_positions": 50,  # audio encoders: input frames = 2 x this (see zoo/tiny.py)
+    "num_mel_bins": 16,
+    "image_size": IMAGE,
+    "patch_size": PATCH,
+    "sliding_window": 16,
+    "num_query_tokens": 8,
+    "num_queries": 8,
+    "image_seq_length": 16,
+    "mm_tokens_per_image": 16,
+    "num_codebooks": 4,
+    "codebook_size": 64,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+    "num_codevectors_per_group": 8,
+    "relative_attention_num_buckets": 8,
+    "relative_attention_max_distance": 16,
+    "pretrain_image_size": IMAGE,
+}
+# Per-stage lists of CNN/hierarchical vision models: stage count kept, each value made small.
+STAGE_LIST_RULES: dict[str, object] = {
+    "depths": lambda i, v: min(v, 2),
+    "hidden_sizes": lambda i, v: min(v, 16 * (i + 1)),
+    "embed_dims": lambda i, v: min(v, 16 * (i + 1)),
+    "embed_dim_per_stage": lambda i, v: min(v, 16 * (i + 1)),
+    "neck_hidden_sizes": lambda i, v: min(v, 16 * (i + 1)),
+    "num_heads": lambda i, v: min(v, 2),
+    "num_attention_heads": lambda i, v: min(v, 2),
+    "num_attention_heads_per_stage": lambda i, v: min(v, 2),
+    "conv_dim": lambda i, v: min(v, HIDDEN),
+    "tdnn_dim": lambda i, v: min(v, HIDDEN),
+}
+VOCAB_SUFFIX = "vocab_size"
+ID_SUFFIXES = ("_token_id", "_token_index", "token_id", "_id")  # special ids: must stay inside the vocab
+NOT_SIZES = {"type_vocab_size"}  # already tiny, and not a size of the embedding
+MAX_PARAMS = 4_000_000  # a tiny build above this was not shrunk: refuse it with the biggest tensor named
+
+
+def seed_for(model_type: str) -> int:
+    """The weight-init seed of a model type: the same in every process and on every machine."""
+    return zlib.crc32(model_type.encode()) % (2**31)
+
+
+# -- listing ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Entry:
+    """One model type of the catalogue and the classes of its variants."""
+
+    model_type: str
+    config_class: str
+    variants: tuple[tuple[str, str], ...]  # (variant id, class name)
+    modality: str
+
+    def ids(self, variants=None) -> list[str]:
+        return [f"{self.model_type}-{v}" for v, _ in self.variants if variants is None or v in variants]
+
+
+def _class_name(value) -> str:
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
+def _auto():
+    from transformers.models.auto import configuration_auto, modeling_auto
+
+    return modeling_auto, configuration_auto
+
+
+def _sub_kind(cfg) -> str:
+    """What a (sub-)config describes, read off its own attributes."""
+    d = cfg.__dict__
+    if any(k in d for k in ("image_size", "patch_size", "hidden_sizes", "depths", "num_channels")) and "vocab_size" not in d:
+        return "vision"
+    if any(k in d for k in ("num_mel_bins", "conv_kernel", "sampling_rate", "feature_size")) and "vocab_size" not in d:
+        return "audio"
+    if "vocab_size" in d:
+        return "text"
+    return "other"
+
+
+def _sub_configs(cfg):
+    from transformers import PreTrainedConfig
+
+    for key, value in cfg.__dict__.items():
+        if isinstance(value, PreTrainedConfig):
+            yield key, value
+
+
+AUDIO_INPUTS = ("input_features", "input_values", "audio_values", "input_audio", "audio_input")
+VISION_INPUTS = ("pixel_values", "pixel_values_videos", "images")
+TIMESERIES_INPUTS = ("past_values", "past_time_features", "inputs_embeds_ts")
+
+
+def modality_of(model_class, config) -> str:
+    """text / vision / audio / multimodal / timeseries / other, from the model's main input and its sub-configs."""
+    main = getattr(model_class, "main_input_name", "input_ids")
+    kinds = {_sub_kind(sub) for _, sub in _sub_configs(config)}
+    has_vocab = "vocab_size" in config.__dict__ or "text" in kinds
+    if main in TIMESERIES_INPUTS:
+        return "timeseries"
+    if main in AUDIO_INPUTS:
+        return "audio"
+    if main in VISION_INPUTS:
+        return "multimodal" if has_vocab and main != "pixel_values" or "text" in kinds else "vision"
+    if main == "input_ids":
+        return "multimodal" if kinds & {"vision", "audio"} else "text"
+    return "other"
+
+
+@lru_cache(maxsize=1)
+def entries() -> dict[str, Entry]:
+    """Every model type with an auto model class, and its variants; modality from the default config."""
+    modeling_auto, configuration_auto = _auto()
+    types: dict[str, dict[str, str]] = {}
+    for variant, mappings in HEADS.items():
+        for mapping in mappings:
+            for model_type, cls in getattr(modeling_auto, mapping).items():
+                seen = types.setdefault(model_type, {})
+                name = _class_name(cls)
+                if variant not in seen and name not in seen.values():
+                    seen[variant] = name
+    out = {}
+    for model_type in sorted(types):
+        config_name = configuration_auto.CONFIG_MAPPING_NAMES.get(model_type, "")
+        variants = tuple((v, types[model_type][v]) for v in HEADS if v in types[model_type])
+        out[model_type] = Entry(model_type, config_name, variants, _modality_quiet(model_type, variants))
+    return out
+
+
+def _modality_quiet(model_type: str, variants) -> str:
+    try:
+        config = default_config(model_type)
+        return modality_of(model_class(model_type, variants[0][1]), config)
+    except Exception:  # noqa: BLE001 - an unbuildable type is still listed; its reason shows at build
+        return "other"
+
+
+def model_class(model_type: str, class_name: str):
+    """The model class, imported from its own module (so a missing optional dependency names itself)."""
+    import transformers
+
+    return getattr(transformers, class_name)
+
+
+@lru_cache(maxsize=None)
+def default_config(model_type: str):
+    from transformers import CONFIG_MAPPING
+
+    return CONFIG_MAPPING[model_type]()
+
+
+# -- shrinking -------------------------------------------------------------------------------------
+def _declared_defaults(cls) -> dict:
+    """Each dataclass field's declared default (None where post-init derives it from other sizes)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            try:
+                out[f.name] = f.default_factory()
+            except Exception:  # noqa: BLE001
+                pass
+    return out
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _shrink_value(name: str, value, layers_before: int | None):
+    """The tiny value of one attribute, or `value` unchanged when no rule applies."""
+    if _is_int(value):
+        if name in NOT_SIZES:
+            return value
+        if name in SIZE_RULES:
+            target = SIZE_RULES[name]
+            if target == HEADS_N:  # heads must divide the hidden size
+                return HEADS_N if value >= HEADS_N or HIDDEN % value else value
+            return min(value, target)
+        if name.endswith(VOCAB_SUFFIX):
+            return min(value, VOCAB)
+        if name.endswith(("_intermediate_size", "_ffn_dim")):
+            return min(value, FFN)
+        if name.endswith(("_hidden_size", "_hidden_dim", "_embed_dim", "_channels")) and value > HIDDEN:
+            return HIDDEN
+        if name.endswith(("_num_layers", "_layers")) and not name.startswith(("max_", "first_")) and value > LAYERS:
+            return LAYERS
+        return value
+    if isinstance(value, (list, tuple)) and value and all(_is_int(v) for v in value):
+        if name in ("image_size", "patch_size", "pretrain_image_size") and len(value) <= 3:
+            target = IMAGE if name != "patch_size" else PATCH
+            return type(value)(min(v, target) for v in value)
+        if name in STAGE_LIST_RULES:
+            rule = STAGE_LIST_RULES[name]
+            return type(value)(rule(i, v) for i, v in enumerate(value))
+    if isinstance(value, (list, tuple)) and layers_before and len(value) == layers_before and layers_before > LAYERS:
+        return type(value)(value[:LAYERS])  # a per-layer list: cut to the layer count
+    return value
+
+
+def _layer_count(d: dict) -> int | None:
+    for key in ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "decoder_layers", "encoder_layers"):
+        if _is_int(d.get(key)):
+            return d[key]
+    return None
+
+
+def _remap_ids(kwargs: dict, current: dict, vocab: int) -> None:
+    """Special ids at or above the tiny vocab move to distinct small ids counted down from vocab-1."""
+    used = {v for k, v in current.items() if k.endswith(ID_SUFFIXES) and _is_int(v) and 0 <= v < vocab}
+    free = (i for i in range(vocab - 1, 2, -1) if i not in used)
+    mapping: dict[int, int] = {}
+
+    def fix(v):
+        if _is_int(v) and v >= vocab:
+            if v not in mapping:
+                mapping[v] = next(free)
+            return mapping[v]
+        return v
+
+    for key, value in current.items():
+        if not key.endswith(ID_SUFFIXES) or key.startswith("num_"):
+            continue
+        if _is_int(value) and value >= vocab:
+            kwargs[key] = fix(value)
+        elif isinstance(value, (list, tuple)) and value and all(_is_int(v) for v in value) and max(value) >= vocab:
+            kwargs[key] = type(value)(fix(v) for v in value)
+
+
+def _rope(value, head_dim: int):
+    """rope parameters: an mrope section (parts of head_dim / 2) scaled to the tiny head_dim."""
+    if not isinstance(value, dict) or "mrope_section" not in value:
+        return value
+    section = list(value["mrope_section"])
+    half, total = head_dim // 2, sum(section)
+    scaled = [max(1, s * half // total) for s in section]
+    scaled[-1] += half - sum(scaled)
+    return {**value, "mrope_section": scaled}
+
+
+def shrink_kwargs(config) -> dict:
+    """Config kwargs that make `config` (a default config instance) tiny by the generic rules."""
+    cls = type(config)
+    declared = _declared_defaults(cls)
+    current = dict(config.__dict__)
+    layers_before = _layer_count(current)
+    kwargs: dict = {}
+    for name, value in current.items():
+        if name.startswith("_") or name in ("id2label", "label2id", "architectures", "transformers_version"):
+            continue
+        if name in declared and declared[name] is None and not isinstance(value, dict):
+            continue  # post-init derives it (head_dim, kv heads, layer_types): let it see the tiny sizes
+        new = _shrink_value(name, value, layers_before)
+        if new is not value and new != value:
+            kwargs[name] = new
+    merged = {**current, **kwargs}
+    vocab = merged.get("vocab_size") if _is_int(merged.get("vocab_size")) else VOCAB
+    _remap_ids(kwargs, merged, vocab)
+    heads = merged.get("num_attention_heads") if _is_int(merged.get("num_attention_heads")) else None
+    hidden = next((merged[k] for k in ("hidden_size", "d_model", "n_embd", "embed_dim", "dim") if _is_int(merged.get(k))), None)
+    if heads and hidden:
+        kv = current.get("num_key_value_heads")
+        if _is_int(kv) and declared.get("num_key_value_heads") is not None or _is_int(kv) and kv != current.get("num_attention_heads"):
+            orig_heads = current.get("num_attention_heads") or kv
+            kwargs["num_key_value_heads"] = heads if kv == orig_heads else 1 if kv == 1 else max(1, heads // 2)
+        if _is_int(current.get("head_dim")) and (declared.get("head_dim") is not None or "head_dim" not in declared):
+            kwargs["head_dim"] = hidden // heads
+        if "rope_parameters" in current:
+            kwargs["rope_parameters"] = _rope(current["rope_parameters"], kwargs.get("head_dim", hidden // heads))
+            if kwargs["rope_parameters"] is current["rope_parameters"]:
+                del kwargs["rope_parameters"]
+    for key, sub in _sub_configs(config):
+        kwargs[key] = shrink_config(sub)
+    return kwargs
+
+
+def shrink_config(config, overrides: dict | None = None):
+    """A tiny copy of `config` (sub-configs shrunk by the same rules), `overrides` applied last."""
+    kwargs = shrink_kwargs(config)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and key in kwargs and not isinstance(kwargs[key], dict):
+            kwargs[key] = type(kwargs[key])(**{**kwargs[key].to_dict(), **value})  # edit a sub-config
+        else:
+            kwargs[key] = value
+    return type(config)(**kwargs)
+
+
+class NotBuilt(Exception):
+    """A catalogue model that cannot be built or fed here; `stage` says where, the message why."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(f"not built ({stage}): {reason}")
+        self.stage, self.reason = stage, reason
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {line[:300]}"
+
+
+def reason_of(exc: BaseException) -> str:
+    """A short reason class for an exception: missing dependency, needs a GPU kernel, ... or the error."""
+    text = f"{type(exc).__name__}: {exc}"
+    missing = re.search(r"requires? the (\w[\w-]*) librar", text) or re.search(r"No module named '([\w.]+)'", text)
+    if missing:
+        return f"missing optional dependency: {missing.group(1)}"
+    if re.search(r"cuda|CUDA|flash_attn|triton|GPU", text):
+        return f"needs a GPU kernel: {_first_line(exc)}"
+    if re.search(r"from_pretrained|hf_hub|huggingface.co|local_files_only|offline", text):
+        return f"needs remote files: {_first_line(exc)}"
+    return _first_line(exc)
+
+
+@lru_cache(maxsize=None)
+def tiny_config(model_type: str):
+    """The tiny config of a model type: generic shrink, then its override row (if any)."""
+    row = OVERRIDES.get(model_type, {})
+    if "skip" in row:
+        raise NotBuilt("listed", row["skip"])
+    try:
+        base = default_config(model_type)
+    except Exception as exc:  # noqa: BLE001
+        raise NotBuilt("config", reason_of(exc)) from exc
+    try:
+        return shrink_config(base, row.get("config"))
+    except Exception as exc:  # noqa: BLE001
+        raise NotBuilt("config", reason_of(exc)) from exc
+
+
+def _variant_class(ref_name: str):
+    model_type, variant = split_id(ref_name)
+    entry = entries()[model_type]
+    return model_type, variant, dict(entry.variants)[variant]
+
+
+def split_id(name: str) -> tuple[str, str]:
+    """`llama-causal-lm` -> ("llama", "causal-lm"); the longest variant suffix wins."""
+    for variant in sorted(HEADS, key=len, reverse=True):
+        if name.endswith("-" + variant) and name[: -len(variant) - 1] in entries():
+            return name[: -len(variant) - 1], variant
+    raise KeyError(f"not a catalogue id: {name}")
+
+
+_BUILT: dict[str, object] = {}
+
+
+def build_model(name: str):
+    """The tiny seeded model of a catalogue id, in eval mode; built once per process."""
+    if name in _BUILT:
+        if isinstance(_BUILT[name], NotBuilt):
+            raise _BUILT[name]
+        return _BUILT[name]
+    try:
+        model = _build(name)
+    except NotBuilt as exc:
+        _BUILT[name] = exc
+        raise
+    _BUILT[name] = model
+    return model
+
+
+def _build(name: str):
+    import torch
+
+    model_type, _, class_name = _variant_class(name)
+    config = tiny_config(model_type)
+    try:
+        cls = model_class(model_type, class_name)
+    except Exception as exc:  # noqa: BLE001
+        raise NotBuilt("import", reason_of(exc)) from exc
+    try:
+        with torch.device("meta"):
+            probe = cls(config)
+        sizes = {n: p.numel() for n, p in probe.named_parameters()}
+        del probe
+    except Exception as exc:  # noqa: BLE001
+        raise NotBuilt("build", reason_of(exc)) from exc
+    total = sum(sizes.values())
+    if total > MAX_PARAMS:
+        biggest = max(sizes, key=sizes.get)
+        raise NotBuilt("build", f"not shrunk: {total:,} parameters (largest {biggest}: {sizes[biggest]:,})")
+    torch.manual_seed(seed_for(model_type))
+    try:
+        model = cls(config)
+    except Exception as exc:  # noqa: BLE001
+        raise NotBuilt("build", reason_of(exc)) from exc
+    return model.eval()
+
+
+# -- selection -------------------------------------------------------------------------------------
+def is_registry_arg(arg: str) -> bool:
+    return arg == "registry" or arg.startswith(("registry:", "registry@"))
+
+
+def select(selector: str = "*", variants: tuple[str, ...] | None = None) -> list[str]:
+    """Catalogue ids for a glob over model types or a modality name, optionally only some variants."""
+    out = []
+    for model_type, entry in entries().items():
+        if selector in MODALITY_NAMES:
+            if entry.modality != selector:
+                continue
+        elif not fnmatch.fnmatchcase(model_type, selector):
+            continue
+        out.extend(entry.ids(variants))
+    return out
+
+
+def parse_registry_arg(arg: str) -> tuple[str, tuple[str, ...] | None]:
+    """`registry[:SELECTOR][@VARIANT,...]` -> (selector, variants or None for all)."""
+    rest = arg[len("registry"):]
+    variants = None
+    if "@" in rest:
+        rest, _, names = rest.partition("@")
+        variants = tuple(v.strip() for v in names.split(",") if v.strip())
+        unknown = [v for v in variants if v not in HEADS]
+        if unknown:
+            raise ValueError(f"--model {arg}: unknown variant(s) {unknown}; expected some of {', '.join(HEADS)}")
+    selector = rest[1:] if rest.startswith(":") else "*"
+    if rest and not rest.startswith(":"):
+        raise ValueError(f"--model {arg}: expected registry, registry:GLOB_OR_MODALITY or registry...@VARIANTS")
+    return selector or "*", variants
+
+
+@dataclass(frozen=True)
+class CatalogRef:
+    """A `--model registry...` selection of one catalogue id (ModelRef-like: `name`, `is_zoo`, `path`)."""
+
+    name: str
+    model_type: str
+    variant: str
+    path: None = None
+    allow_pickle: bool = False
+    catalog: bool = True
+
+    @property
+    def is_zoo(self) -> bool:
+        return False
+
+
+def expand_registry_arg(arg: str) -> list[CatalogRef]:
+    """The refs one `--model registry...` argument selects (ValueError with a one-line reason if none)."""
+    selector, variants = parse_registry_arg(arg)
+    names = select(selector, variants)
+    if not names:
+        known = ", ".join(MODALITY_NAMES)
+        raise ValueError(f"--model {arg}: selects no model type (a glob over model types, or one of {known})")
+    return [CatalogRef(n, *split_id(n)) for n in names]
+
+
+# -- subjects and the smoke ------------------------------------------------------------------------
+def smoke_inputs(spec):
+    """The one deterministic example the smoke feeds: the minimal draw of the suite's own strategy."""
+    from hypothesis import HealthCheck, find, settings
+
+    from strategies.batches import model_inputs
+    from strategies.signature import signature_inputs
+
+    strategy = model_inputs(spec)
+    if spec.extra.get("signature_inputs"):  # idempotent: harmless once model_inputs applies it itself
+        strategy = strategy.flatmap(lambda inputs: signature_inputs(spec, inputs))
+    return find(strategy, lambda _: True,
+                settings=settings(database=None, derandomize=True, max_examples=1,
+                                  suppress_health_check=list(HealthCheck)))
+
+
+def _spec_for(name, model):
+    from strategies.signature import signature_plan
+    from zoo.build import spec_for
+
+    model_type, _ = split_id(name)
+    spec = spec_for(name, model, source="registry", seed=seed_for(model_type))
+    if "signature_inputs" not in spec.extra:  # until spec_for calls signature_plan itself
+        spec.extra.update(signature_plan(model))
+    return spec
+
+
+class _Captured(Exception):
+    pass
+
+
+def placeholder_tokens(model, pixel_shape) -> int | None:
+    """How many image-token ids one image of `pixel_shape` needs in the text, measured with one trial
+    forward (transformers' `get_placeholder_mask` compares the features with the ids); None if the
+    trial cannot reach that check, 0 if the model needs none."""
+    import inspect
+
+    import torch
+
+    counted: list[int] = []
+    patched = []
+
+    def wrap(original):
+        def capture(*args, **kwargs):
+            names = list(inspect.signature(original).parameters)
+            bound = dict(zip(names, args), **kwargs)
+            feats, embeds = bound.get("image_features"), bound.get("inputs_embeds")
+            if isinstance(feats, (list, tuple)):
+                feats = torch.cat([f.reshape(-1, f.shape[-1]) for f in feats])
+            if feats is not None and embeds is not None:
+                counted.append(feats.numel() // embeds.shape[-1])
+            raise _Captured
+        return capture
+
+    for module in model.modules():
+        if hasattr(type(module), "get_placeholder_mask"):
+            patched.append(module)
+            module.get_placeholder_mask = wrap(module.get_placeholder_mask)
+    params = inspect.signature(model.forward).parameters
+    c, h, w = pixel_shape
+    kwargs = {"input_ids": torch.zeros(1, 1, dtype=torch.long), "pixel_values": torch.zeros(1, c, h, w)}
+    if "image_sizes" in params:
+        kwargs["image_sizes"] = torch.tensor([[h, w]])
+    if "pixel_mask" in params:
+        kwargs["pixel_mask"] = torch.ones(1, h, w, dtype=torch.long)
+    try:
+        with torch.no_grad():
+            model(**kwargs)
+        return 0
+    except _Captured:
+        return counted[0] if counted else None
+    except Exception:  # noqa: BLE001 - the smoke reports the real forward's error
+        return None
+    finally:
+        for module in patched:
+            del module.get_placeholder_mask
+
+
+_SUBJECTS: dict[str, object] = {}
+
+
+def build_catalog_subject(name: str):
+    """The subject of a catalogue id after a smoke (build + one forward on the suite's own inputs).
+
+    Raises NotBuilt with the stage (config, import, build, spec, inputs, forward) and the reason;
+    both outcomes are kept, so a broken model costs its build once per process.
+    """
+    if name not in _SUBJECTS:
+        try:
+            _SUBJECTS[name] = _smoked_subject(name)
+        except NotBuilt as exc:
+            _SUBJECTS[name] = exc
+    if isinstance(_SUBJECTS[name], NotBuilt):
+        raise _SUBJECTS[name]
+    return _SUBJECTS[name]
+
+
+def _smoked_subject(name: str):
+    from zoo.subject import Subject
+
+    model = build_model(name)
+    try:
+        spec = _spec_for(name, model)
+    except Exception as exc:  # noqa: BLE001
+        raise NotBuilt("spec", reason_of(exc)) from exc
+    subject = Subject(spec, model, None)
+    try:
+        inputs = smoke_inputs(spec)
+    except Exception as exc:  # noqa: BLE001
+        raise NotBuilt("inputs", reason_of(exc)) from exc
+    try:
+        subject.forward(inputs, hidden_states=True)
+    except Exception as exc:  # noqa: BLE001
+        raise NotBuilt("forward", f"{feeding_gap(model, inputs)}: {reason_of(exc)}") from exc
+    return subject
+
+
+def feeding_gap(model, inputs) -> str:
+    """Why the suite's inputs do not fit a model: the forward arguments it may need and did not get."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    wanted = [n for n in ("pixel_values", "input_values", "input_features", "decoder_input_ids", "bbox",
+                          "image_grid_thw", "pixel_mask", "visual_embeds", "past_values", "image_sizes",
+                          "input_features_mask", "spatial_shapes", "pixel_attention_mask")
+              if n in params and n not in inputs]
+    image_tokens = any(k in model.config.__dict__ for k in ("image_token_id", "image_token_index"))
+    if image_tokens and "pixel_values" in inputs:
+        return "image placeholder tokens" + (f" (not given: {', '.join(wanted)})" if wanted else "")
+    return f"not given: {', '.join(wanted)}" if wanted else "inputs given"
+
+
+# -- the probe -------------------------------------------------------------------------------------
+def probe(names: list[str], *, forward: bool = True, progress=None) -> dict:
+    """Build (and smoke) every id; {id: {"stage": ok|<stage>, "reason": ..., "seconds": ...}}."""
+    results = {}
+    for i, name in enumerate(names):
+        start = time.perf_counter()
+        try:
+            build_catalog_subject(name) if forward else build_model(name)
+            row = {"stage": "ok"}
+        except NotBuilt as exc:
+            row = {"stage": exc.stage, "reason": exc.reason}
+        except Exception as exc:  # noqa: BLE001 - the probe must list everything, never stop
+            row = {"stage": "error", "reason": reason_of(exc)}
+        row["seconds"] = round(time.perf_counter() - start, 4)
+        row["modality"] = entries()[split_id(name)[0]].modality
+        results[name] = row
+        if progress:
+            progress(i, name, row)
+    return results
+
+
+def totals(results: dict) -> dict:
+    """Counts per stage (reached), per failing stage, and per reason class."""
+    from collections import Counter
+
+    stages = Counter(r["stage"] for r in results.values())
+    reasons = Counter(f"{r['stage']}: {_reason_class(r.get('reason', ''))}" for r in results.values() if r["stage"] != "ok")
+    types_ok = {split_id(n)[0] for n, r in results.items() if r["stage"] == "ok"}
+    return {
+        "ids": len(results),
+        "model_types": len({split_id(n)[0] for n in results}),
+        "model_types_fed": len(types_ok),
+        "stages": dict(stages.most_common()),
+        "reasons": dict(reasons.most_common()),
+    }
+
+
+def _reason_class(reason: str) -> str:
+    reason = re.sub(r"\d[\d,]*", "N", reason)
+    return reason[:120]
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m zoo.catalog", description=__doc__.splitlines()[0])
+    parser.add_argument("selector", nargs="?", default="registry", help="registry[:GLOB|MODALITY][@VARIANTS]")
+    parser.add_argument("--probe", action="store_true", help="build every id and run the smoke forward")
+    parser.add_argument("--build-only", action="store_true", help="with --probe: build, no forward")
+    parser.add_argument("--json", default="catalog.json", help="where to write the listing / probe results")
+    args = parser.parse_args(argv)
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    selector = args.selector if args.selector.startswith("registry") else f"registry:{args.selector}"
+    refs = expand_registry_arg(selector)
+    names = [r.name for r in refs]
+    listing = {t: {"modality": e.modality, "config": e.config_class, "variants": dict(e.variants)}
+               for t, e in entries().items() if any(r.model_type == t for r in refs)}
+    report = {"transformers": transformers.__version__, "selector": selector, "listed_model_types": len(listing),
+              "listed_ids": len(names), "modalities": dict(__import__("collections").Counter(
+                  e["modality"] for e in listing.values())), "model_types": listing}
+    print(f"listed: {len(listing)} model types, {len(names)} ids; by modality {report['modalities']}")
+    if args.probe:
+        start = time.perf_counter()
+
+        def progress(i, name, row):
+            if row["stage"] != "ok":
+                print(f"[{i + 1}/{len(names)}] {name}: {row['stage']}: {row.get('reason', '')[:160]}", flush=True)
+
+        results = probe(names, forward=not args.build_only, progress=progress)
+        report["results"] = results
+        report["totals"] = totals(results)
+        report["seconds"] = round(time.perf_counter() - start, 1)
+        print(json.dumps(report["totals"], indent=1))
+        print(f"probe: {report['seconds']} s")
+    Path(args.json).write_text(json.dumps(report, indent=1, sort_keys=False))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+# -- pytest wiring (called from conftest.py) -------------------------------------------------------
+def resolve_model_args(args, *, allow_pickle: bool = False) -> list:
+    """All refs of the `--model` values: `registry...` expands here, the rest goes to resolve_model_arg."""
+    from zoo.checkpoints import ModelArgError, resolve_model_arg
+
+    refs = []
+    for arg in args:
+        if is_registry_arg(arg):
+            try:
+                refs.extend(expand_registry_arg(arg))
+            except ValueError as exc:
+                raise ModelArgError(str(exc)) from None
+        else:
+            refs.append(resolve_model_arg(arg, allow_pickle=allow_pickle))
+    return refs
+
+
+def is_catalog_ref(ref) -> bool:
+    return bool(getattr(ref, "catalog", False))
+
+
+def catalog_param(name: str):
+    """The pytest parameter of a catalogue id, made without building it (building waits for first use).
+
+    Marks: the id, its modality, and an xdist group per id (`-n 2 --dist loadgroup` then builds
+    each model in one worker only).
+    """
+    import pytest
+
+    model_type, _ = split_id(name)
+    modality = entries()[model_type].modality
+    marks = [getattr(pytest.mark, re.sub(r"\W", "_", name)), pytest.mark.xdist_group(name)]
+    if modality in ("text", "vision", "audio", "multimodal"):
+        marks.append(getattr(pytest.mark, modality))
+    return pytest.param(name, marks=marks, id=name)
+
+
+def setup_catalog_item(item, registry, mark_findings=None) -> None:
+    """Before a test on a catalogue model: build it (with its smoke), skip with the reason if it is
+    not built or lacks what the test needs, then apply the recorded findings to it."""
+    import pytest
+
+    callspec = getattr(item, "callspec", None)
+    name = callspec.params.get("subject") if callspec else None
+    if not isinstance(name, str) or not is_catalog_ref(registry.refs.get(name)):
+        return
+    try:
+        subject = registry[name]
+    except NotBuilt as exc:
+        pytest.skip(str(exc))
+    needs = [cap for mark in item.iter_markers("needs") for cap in mark.args]
+    missing = [cap for cap in needs if not subject.spec.has(cap)]
+    if missing:
+        pytest.skip(f"does not apply: {name} lacks {', '.join(missing)}")
+    if mark_findings is not None:
+        mark_findings(item.config, [item], lambda n: registry[n])

@@ -1,0 +1,342 @@
+"""The shape contract: which outputs a model returns and each one's shape, from its class, its
+forward's output class and its config, as one table of rules per output field.
+
+Nothing here runs a model. `contract_facts(model)` reads the plain numbers a contract needs off the
+model object once (head kind from transformers' own auto mappings, output class from the forward's
+return annotation, sizes from the config, extra tokens from the embedding's learned token
+parameters); they live in `spec.extra["contract"]`. `contract(spec, input_shapes)` then gives the
+expected shapes for any input. An axis that the config cannot say (a hierarchical vision model's
+token count, a CNN's stride without a rule) is `None` and matches any size; the batch axis is
+always known. A field of the output class that no rule covers is listed as unchecked, never failed:
+that is the suite not knowing, not the model being wrong.
+
+A new head or output kind is a new row in `HEAD_LOGITS`, `FIELD_RULES` or `CNN_STRIDES`, never a
+branch on the model type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+# -- head kinds: read from transformers' auto mappings (first match wins, specific before generic) --
+HEAD_MAPPINGS = (
+    ("MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES", "question_answering"),
+    ("MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES", "token_classification"),
+    ("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "sequence_classification"),
+    ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "image_classification"),
+    ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES", "sequence_classification"),
+    ("MODEL_FOR_CTC_MAPPING_NAMES", "ctc"),
+    ("MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES", "seq2seq_lm"),
+    ("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES", "seq2seq_lm"),
+    ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "causal_lm"),
+    ("MODEL_FOR_MASKED_LM_MAPPING_NAMES", "masked_lm"),
+    ("MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES", "dual_encoder"),
+    ("MODEL_MAPPING_NAMES", "base"),
+)
+# Class-name endings for classes the mappings do not list (e.g. DeiT's teacher head, GPT-2's LM head).
+HEAD_SUFFIXES = (
+    ("ForQuestionAnswering", "question_answering"),
+    ("ForTokenClassification", "token_classification"),
+    ("ForSequenceClassification", "sequence_classification"),
+    ("ForAudioClassification", "sequence_classification"),
+    ("ForImageClassification", "image_classification"),
+    ("ForImageClassificationWithTeacher", "image_classification"),
+    ("ForCTC", "ctc"),
+    ("ForConditionalGeneration", "seq2seq_lm"),
+    ("ForCausalLM", "causal_lm"),
+    ("LMHeadModel", "causal_lm"),
+    ("ForMaskedLM", "masked_lm"),
+    ("Model", "base"),
+)
+
+# What a head's `logits` are indexed by. Axis names are resolved by `_axes`.
+HEAD_LOGITS = {
+    "sequence_classification": ("batch", "labels"),
+    "image_classification": ("batch", "labels"),
+    "token_classification": ("batch", "tokens", "labels"),
+    "masked_lm": ("batch", "tokens", "vocab"),
+    "causal_lm": ("batch", "tokens", "vocab"),
+    "ctc": ("batch", "tokens", "vocab"),
+    "seq2seq_lm": ("batch", "decoder_tokens", "vocab"),
+}
+
+# Learned token vectors that a vision embedding puts before the patches: (1, n, hidden) tensors count
+# n tokens, a single (hidden,) vector (CLIP's class_embedding) one. mask_token replaces patches: not counted.
+EXTRA_TOKEN_PARAMETERS = ("cls_token", "class_embedding", "distillation_token", "register_tokens")
+
+# Outputs that are not numerical results of a plain forward, or that the suite never requests.
+NOT_JUDGED = frozenset({"loss", "past_key_values", "cache", "attentions", "cross_attentions",
+                        "encoder_attentions", "decoder_attentions", "reshaped_hidden_states",
+                        "decoder_past_key_values", "router_logits", "aux_loss"})
+
+
+def _cnn_stride_resnet(config, stages):
+    return 4 * 2 ** (stages - 1) * (2 if getattr(config, "downsample_in_first_stage", False) else 1)
+
+
+# A CNN's total downsampling from its config: (config attributes that identify the rule, stride, why).
+CNN_STRIDES = (
+    (("patch_size", "hidden_sizes", "depths"), lambda c, n: c.patch_size * 2 ** (n - 1),
+     "patchify stem of patch_size, then each later stage halves (ConvNeXt-style)"),
+    (("embedding_size", "groups_width"), lambda c, n: 2 * 2 ** n if c.downsample_in_first_stage else 2 ** n,
+     "stride-2 stem, then every stage halves when downsample_in_first_stage (RegNet-style)"),
+    (("embedding_size", "layer_type", "hidden_sizes"), _cnn_stride_resnet,
+     "stride-2 conv and stride-2 max pool, then each later stage halves (ResNet-style)"),
+)
+
+
+def head_kind(model_class_name: str) -> str:
+    """The head a model class puts on its backbone, from transformers' own auto mappings."""
+    from transformers.models.auto import modeling_auto
+
+    for mapping_name, kind in HEAD_MAPPINGS:
+        for value in getattr(modeling_auto, mapping_name, {}).values():
+            names = value if isinstance(value, (tuple, list)) else (value,)
+            if model_class_name in names:
+                return kind
+    for suffix, kind in HEAD_SUFFIXES:
+        if model_class_name.endswith(suffix):
+            return kind
+    return "other"
+
+
+def output_class(model) -> type | None:
+    """The ModelOutput class the forward declares it returns (`-> tuple | SequenceClassifierOutput`)."""
+    from transformers.utils import ModelOutput
+
+    try:
+        annotation = typing.get_type_hints(type(model).forward).get("return")
+    except Exception:  # unresolvable forward references: fall back to the runtime class
+        return None
+    candidates = typing.get_args(annotation) or (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, ModelOutput):
+            return candidate
+    return None
+
+
+def _conv_layers(config) -> list[tuple[int, int]]:
+    kernels, strides = getattr(config, "conv_kernel", None), getattr(config, "conv_stride", None)
+    if kernels is None or strides is None:
+        return []
+    return [(int(k), int(s)) for k, s in zip(kernels, strides)]
+
+
+def conv_frames(samples: int, layers: list[tuple[int, int]]) -> int:
+    """Frames a stack of unpadded 1-D convolutions makes of `samples` (as `_get_feat_extract_output_lengths`)."""
+    for kernel, stride in layers:
+        samples = (samples - kernel) // stride + 1
+    return samples
+
+
+def contract_facts(model, *, hidden_size: int, num_layers: int) -> dict:
+    """The plain numbers the contract of `model` needs, read once off the model and its config."""
+    config = model.config
+    out_cls = output_class(model)
+    fields = [f.name for f in dataclasses.fields(out_cls)] if out_cls else []
+    layout = "feature_map" if out_cls and "NoAttention" in out_cls.__name__ and getattr(
+        config, "hidden_sizes", None) else "tokens"
+    facts = {
+        "head": head_kind(type(model).__name__),
+        "output_class": out_cls.__name__ if out_cls else None,
+        "output_fields": fields,
+        "layout": layout,
+        "num_labels": int(getattr(config, "num_labels", 0) or 0),
+        "hidden_size": hidden_size,
+        "num_layers": num_layers,
+    }
+    extra = 0
+    for name, param in model.named_parameters():
+        if name.rsplit(".", 1)[-1] in EXTRA_TOKEN_PARAMETERS and param.dim() in (1, 3):
+            extra += param.shape[1] if param.dim() == 3 else 1
+    facts["extra_tokens"] = extra
+    facts["hierarchical"] = bool(getattr(config, "depths", None)) and layout == "tokens"
+    if layout == "feature_map":
+        stages = len(config.depths) if getattr(config, "depths", None) else len(config.hidden_sizes)
+        facts["num_layers"] = stages
+        facts["stage_channels"] = list(config.hidden_sizes)
+        facts["stride"], facts["stride_rule"] = None, "no rule in zoo.contract.CNN_STRIDES"
+        for attributes, rule, why in CNN_STRIDES:
+            if all(hasattr(config, a) for a in attributes):
+                facts["stride"], facts["stride_rule"] = int(rule(config, stages)), why
+                break
+    elif facts["hierarchical"]:
+        facts["num_layers"] = len(config.depths)
+    conv = _conv_layers(config)
+    if conv:
+        facts["conv_layers"] = conv
+        facts["conv_dim"] = int(list(config.conv_dim)[-1])
+    if getattr(config, "max_source_positions", None) and model.main_input_name == "input_features":
+        facts["encoder_tokens"] = int(config.max_source_positions)
+    return facts
+
+
+@dataclass
+class Contract:
+    """Required and optional output shapes and the fields left unchecked.
+
+    A shape is a tuple whose None axes match any size, or a list of alternative tuples.
+    """
+
+    required: dict[str, tuple] = field(default_factory=dict)
+    optional: dict[str, tuple] = field(default_factory=dict)  # judged when the model returns them
+    unchecked: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shapes(self) -> dict[str, tuple]:
+        return {**self.optional, **self.required}
+
+    def problems(self, got: dict[str, tuple]) -> list[str]:
+        """What is wrong with outputs of shapes `got` (empty when they keep the contract)."""
+        wrong = [f"{name}: got {got[name]}, expected {_show(want)}" for name, want in self.shapes.items()
+                 if name in got and not shape_matches(got[name], want)]
+        missing = sorted(set(self.required) - set(got))
+        if missing:
+            wrong.append(f"missing outputs {missing}")
+        extra = sorted(n for n in set(got) - set(self.shapes) if _field_of(n) not in self.unchecked)
+        if extra:
+            wrong.append(f"outputs outside the contract {extra}")
+        return wrong
+
+
+def _field_of(name: str) -> str:
+    """The output-class field an output name belongs to (`hidden_states.3` -> `hidden_states`)."""
+    head = name.split(".", 1)[0]
+    return head
+
+
+def _show(want) -> str:
+    """A wanted shape as text (`*`: any size); alternatives joined by `or`."""
+    if isinstance(want, list):
+        return " or ".join(_show(w) for w in want)
+    return "(" + ", ".join("*" if d is None else str(d) for d in want) + (",)" if len(want) == 1 else ")")
+
+
+def shape_matches(got: tuple, want) -> bool:
+    """`got` fits `want` (a shape whose None axes match any size, or a list of such alternatives)."""
+    if isinstance(want, list):
+        return any(shape_matches(got, w) for w in want)
+    return len(got) == len(want) and all(w is None or g == w for g, w in zip(got, want))
+
+
+def _vision_tokens(spec, facts, pixel_shape) -> int | None:
+    if facts.get("hierarchical"):
+        return None
+    patch = spec.extra.get("patch_size") or 0
+    if not patch or pixel_shape[-1] % patch or pixel_shape[-2] % patch:
+        return None
+    return (pixel_shape[-2] // patch) * (pixel_shape[-1] // patch) + facts.get("extra_tokens", 0)
+
+
+def contract(spec, input_shapes: dict[str, tuple], *, hidden_states: bool = False) -> Contract:
+    """The contract of `spec`'s model for inputs of `input_shapes` (`hidden_states`: as requested)."""
+    facts = spec.extra.get("contract") or {}
+    result = Contract()
+    with_layers = hidden_states and spec.has("hidden_states")
+    main = next((k for k in ("input_ids", "pixel_values", "input_features", "input_values") if k in input_shapes), None)
+    if main is None:
+        return result
+    batch = input_shapes[main][0]
+    axes = {"batch": batch, "hidden": spec.hidden_size, "labels": facts.get("num_labels") or None,
+            "vocab": spec.decoder_vocab_size or spec.vocab_size or None}
+    if main == "input_ids":
+        axes["tokens"] = input_shapes["input_ids"][1]
+    elif main == "pixel_values":
+        axes["tokens"] = _vision_tokens(spec, facts, input_shapes["pixel_values"])
+    elif main == "input_values":
+        axes["tokens"] = conv_frames(input_shapes["input_values"][1], facts.get("conv_layers", []))
+    else:
+        axes["tokens"] = facts.get("encoder_tokens")
+    if "decoder_input_ids" in input_shapes:
+        axes["decoder_tokens"] = input_shapes["decoder_input_ids"][1]
+
+    def resolve(names):
+        return tuple(axes.get(n) for n in names)
+
+    layers = facts.get("num_layers", spec.num_layers)
+    if spec.has("text", "vision"):  # dual encoder: two towers, pairwise logits
+        _dual_encoder(spec, input_shapes, result, with_layers)
+        return result
+    if facts.get("layout") == "feature_map":
+        _feature_map(spec, facts, input_shapes["pixel_values"], batch, result, with_layers)
+    else:
+        side = "decoder_tokens" if spec.has("encoder_decoder") else "tokens"
+        stream = resolve(("batch", side, "hidden"))
+        if facts.get("hierarchical"):
+            stream = (batch, None, spec.hidden_size)
+        head = facts.get("head", "base")
+        if head == "base":
+            result.required["last_hidden_state"] = stream
+            result.optional["pooler_output"] = (batch, spec.extra.get("pooled_size") or spec.hidden_size)
+        if with_layers:
+            shape = (batch, None, None) if facts.get("hierarchical") else stream
+            prefix = "decoder_hidden_states" if spec.has("encoder_decoder") else "hidden_states"
+            result.required.update({f"{prefix}.{i}": shape for i in range(layers + 1)})
+        if spec.has("encoder_decoder"):
+            encoder = resolve(("batch", "tokens", "hidden"))
+            result.required["encoder_last_hidden_state"] = encoder
+            if with_layers:
+                count = spec.extra.get("encoder_layers", layers)
+                result.required.update({f"encoder_hidden_states.{i}": encoder for i in range(count + 1)})
+        if head in HEAD_LOGITS:
+            result.required["logits"] = resolve(HEAD_LOGITS[head])
+        elif head == "question_answering":
+            result.required.update(start_logits=resolve(("batch", "tokens")), end_logits=resolve(("batch", "tokens")))
+        result.optional.update(cls_logits=resolve(("batch", "labels")), distillation_logits=resolve(("batch", "labels")))
+        if "conv_dim" in facts:
+            result.optional["extract_features"] = (batch, axes["tokens"], facts["conv_dim"])
+        if head != "base" and "last_hidden_state" in facts.get("output_fields", ()):
+            result.optional["last_hidden_state"] = stream
+    fields = set(facts.get("output_fields") or ())
+    result.unchecked = {f for f in fields if f not in NOT_JUDGED} - {_field_of(n) for n in result.shapes}
+    if not fields:  # no declared output class: judge what has a rule, leave the rest unchecked
+        result.unchecked = {"*"}
+    return result
+
+
+def _feature_map(spec, facts, pixel_shape, batch, result: Contract, with_layers: bool) -> None:
+    """CNN back bones: (batch, channels, height / stride, width / stride) feature maps, pooled output."""
+    channels = facts["stage_channels"]
+    stride = facts.get("stride")
+    height, width = pixel_shape[-2:]
+    if stride and height % stride == 0 and width % stride == 0:
+        spatial = (height // stride, width // stride)
+    else:
+        spatial = (None, None)
+        result.notes.append(f"feature-map size not checked: {facts.get('stride_rule')}")
+    final = (batch, channels[-1], *spatial)
+    head = facts.get("head", "base")
+    if head == "base":
+        result.required["last_hidden_state"] = final
+        # pooled over the spatial axes; some CNNs keep them as 1x1 (ResNet), others drop them (ConvNeXt)
+        result.optional["pooler_output"] = [(batch, channels[-1]), (batch, channels[-1], 1, 1)]
+    if head in HEAD_LOGITS:
+        result.required["logits"] = (batch, facts.get("num_labels") or None)
+    if with_layers:
+        count = facts["num_layers"]
+        for i in range(count + 1):
+            result.required[f"hidden_states.{i}"] = (batch, channels[i - 1] if i else None, None, None)
+        result.required[f"hidden_states.{count}"] = final
+
+
+def _dual_encoder(spec, input_shapes, result: Contract, with_layers: bool) -> None:
+    """Text and image towers with pairwise logits (CLIP-style); each tower pools to its projection."""
+    facts = spec.extra.get("contract") or {}
+    text, pixels = input_shapes["input_ids"], input_shapes["pixel_values"]
+    bt, bi, proj = text[0], pixels[0], spec.extra["projection_dim"]
+    layers = spec.num_layers
+    towers = (("text_model_output.", bt, text[1], spec.hidden_size),
+              ("vision_model_output.", bi, _vision_tokens(spec, facts, pixels), spec.extra["vision_hidden_size"]))
+    for prefix, batch, length, width in towers:
+        result.required[f"{prefix}last_hidden_state"] = (batch, length, width)
+        # transformers 5 replaces the towers' pooler_output with its projection
+        result.required[f"{prefix}pooler_output"] = (batch, proj)
+        if with_layers:
+            result.required.update({f"{prefix}hidden_states.{i}": (batch, length, width) for i in range(layers + 1)})
+    result.required.update(text_embeds=(bt, proj), image_embeds=(bi, proj),
+                           logits_per_image=(bi, bt), logits_per_text=(bt, bi))
+    fields = set(facts.get("output_fields") or ())
+    result.unchecked = {f for f in fields if f not in NOT_JUDGED} - {_field_of(n) for n in result.shapes}
