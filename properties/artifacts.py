@@ -153,9 +153,11 @@ def judged(*checks: str, run_as: dict | None = None, **arguments: Any) -> dict:
     return {"kind": "judge", "checks": list(checks), "side": run_as or {}, **_jsonable(arguments)}
 
 
-def processed(check: str, **arguments: Any) -> dict:
-    """Replay recipe: processor check `check` rerun on the stored raw input with the saved processor."""
-    return {"kind": "processor", "check": check, **_jsonable(arguments)}
+def processed(steps: list[dict]) -> dict:
+    """Replay recipe: processor calls on the stored raw input with the saved processor, each judged by its
+    expectation (`same_as`, `equals`, `at_most`, `shape`/`finite`/`range`, `round_trip`, `offsets_within`,
+    `refuse`; see `repro.replay_processor`)."""
+    return {"kind": "processor", "steps": _jsonable(steps)}
 
 
 def measured(metric: str, **arguments: Any) -> dict:

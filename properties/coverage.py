@@ -21,9 +21,11 @@ A property is a test function (`test_finite.py::test_finite`), grouped by its fi
 
 Works under pytest-xdist: each worker attaches what the controller needs to its test reports
 (`report.user_properties`, which xdist sends along), and the controller, which sees every report
-in `pytest_runtest_logreport`, builds the report. Models that could not be built are reported with
-`record_not_built(config, name, reason)`, on the controller or on a worker (workers send theirs
-through xdist's `workeroutput`).
+in `pytest_runtest_logreport`, builds the report. A model that could not be built shows as
+`not built` in every column of its row: either its tests skip at setup with a reason starting
+"not built" (as `zoo/catalog.py` does), or code reports it with `record_not_built(config, name,
+reason)`, on the controller or on a worker (workers send theirs through xdist's `workeroutput`).
+A skip whose reason starts "does not apply" leaves the cell empty (see `SKIP_OUTCOMES`).
 
 Shards of a CI matrix (`--shard K/N`) each write their own JSON; merge them with
 `python -m properties.coverage merge cov/report.json shard-*/report.json`.
@@ -56,6 +58,14 @@ PROCESSOR_PARTS = {
     "tokenizers": "tokenizer",
     "image_processors": "image_processor",
     "audio_features": "feature_extractor",
+}
+
+# Skips that are not "skipped": a skip reason that starts with one of these (as zoo/catalog.py
+# words them when it builds a catalogue model at setup) -> the outcome it stands for; None: the
+# property does not apply to the model, so the cell stays empty, as if the test was never made.
+SKIP_OUTCOMES = {
+    "not built": "not built",
+    "does not apply": None,
 }
 
 NOT_BUILT = pytest.StashKey[dict]()  # model name -> {"reason": ..., "modality": ..., "model_class": ...}
@@ -209,8 +219,9 @@ class _Collector:
         self.remote_not_built.update(json.loads(getattr(node, "workeroutput", {}).get(_WORKER_KEY, "{}")))
 
     def tests(self) -> list[dict]:
-        return [{**self.info[nodeid], "nodeid": nodeid, "seconds": self.seconds[nodeid], **test_outcome(phases)}
-                for nodeid, phases in self.phases.items()]
+        tests = [{**self.info[nodeid], "nodeid": nodeid, "seconds": self.seconds[nodeid], **test_outcome(phases)}
+                 for nodeid, phases in self.phases.items()]
+        return [t for t in tests if t["outcome"] is not None]  # None: the property does not apply
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session):
@@ -239,10 +250,12 @@ def test_outcome(phases: dict[str, Any]) -> dict:
             continue
         if hasattr(report, "wasxfail"):
             if report.skipped:
-                return {"outcome": "finding", "reason": first_line(report.wasxfail)}
+                return {"outcome": "finding", "reason": first_line(report.wasxfail, limit=2000)}
             return {"outcome": "pass", "reason": f"passed although recorded as a finding: {first_line(report.wasxfail)}"}
         if report.skipped:
-            return {"outcome": "skipped", "reason": _reason(report)}
+            reason = _reason(report)
+            prefix = next((p for p in SKIP_OUTCOMES if reason.startswith(p)), None)
+            return {"outcome": SKIP_OUTCOMES[prefix] if prefix else "skipped", "reason": reason}
     if "call" in phases:
         return {"outcome": "pass", "reason": ""}
     return {"outcome": "skipped", "reason": "did not run"}
@@ -290,6 +303,7 @@ def _cell(tests: list[dict]) -> dict:
 def build_report(tests: Iterable[dict], not_built: dict[str, dict], meta: dict | None = None) -> dict:
     """The report dict from test outcomes (`_Collector.tests()`) and the models that were not built."""
     tests = sorted(tests, key=lambda t: t["nodeid"])
+    not_built = dict(not_built)
     properties: dict[str, dict] = {}
     models: dict[str, dict] = {}
     by_cell: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -302,6 +316,9 @@ def build_report(tests: Iterable[dict], not_built: dict[str, dict], meta: dict |
                 row[key] = test[key]
         row["seconds"] += test.get("seconds", 0.0)
         by_cell[(test["model"], prop["id"])].append(test)
+    for test in tests:  # a model whose build failed at setup: its tests say so
+        if test["outcome"] == "not built" and test["model"] not in not_built:
+            not_built[test["model"]] = {"reason": test["reason"]}
     for name, entry in not_built.items():
         row = models.setdefault(name, {"name": name, "seconds": 0.0})
         row.update({k: v for k, v in entry.items() if k != "reason"}, status="not built", reason=entry["reason"])
@@ -313,7 +330,10 @@ def build_report(tests: Iterable[dict], not_built: dict[str, dict], meta: dict |
                                                models[model].get("model_class", ""))
     for name, row in models.items():
         if row["status"] == "not built":  # the whole row: nothing of it could run
-            cells[name] = {p: {"outcome": "not built", "reason": row["reason"], "counts": {}, "tests": [],
+            ran = cells.get(name, {})
+            cells[name] = {p: {"outcome": "not built", "reason": row["reason"],
+                               "counts": dict(Counter(t["outcome"] for t in ran[p]["tests"])) if p in ran else {},
+                               "tests": ran[p]["tests"] if p in ran else [],
                                "component": row.get("model_class", "")} for p in properties}
         row["seconds"] = round(row["seconds"], 3)
     report = {
@@ -390,8 +410,6 @@ def merge(reports: Iterable[dict]) -> dict:
             if row["status"] == "not built":
                 not_built[row["name"]] = {k: v for k, v in row.items() if k not in ("name", "status", "seconds")}
         for model, cells in report["cells"].items():
-            if rows[model]["status"] == "not built":
-                continue
             info = {k: rows[model].get(k) for k in ("modality", "family", "model_class", "processor_class")}
             for prop, cell in cells.items():
                 tests += [{**info, "model": model, "property": props[prop], "component": cell["component"],

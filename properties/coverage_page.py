@@ -8,7 +8,7 @@ heatmap scrolls inside its box with sticky property headers, model names and col
 from __future__ import annotations
 
 import html
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 # outcome -> (CSS class, colour, glyph drawn in the cell so that colour is not the only cue)
@@ -317,7 +317,7 @@ def write_png(report: dict, path: Path) -> Path:
     # bbox_inches="tight" grows the saved image to hold them.
     fig = plt.figure(figsize=(0.22 * n_cols, row_inches * n_rows + 0.1))
     axis = fig.add_axes((0, 0, 1, 1))
-    axis.imshow(grid or [[len(OUTCOMES)]], cmap=colours, vmin=-0.5, vmax=len(OUTCOMES) + 0.5,
+    axis.imshow(grid if props and rows else [[len(OUTCOMES)]], cmap=colours, vmin=-0.5, vmax=len(OUTCOMES) + 0.5,
                 aspect="auto", interpolation="nearest")
     axis.set_xticks(range(len(props)), [f"{p['family']} / {p['name']}" for p in props], rotation=90, fontsize=7)
     axis.set_yticks(range(len(rows)), [r["name"] for r in rows], fontsize=label_size)

@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import os
 import re
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-FINDINGS = Path(__file__).with_name("findings.toml")
+# The one findings list; HFPROPS_FINDINGS names another (a team's own list, or a test's).
+FINDINGS = Path(os.environ.get("HFPROPS_FINDINGS") or Path(__file__).with_name("findings.toml"))
 _ENTRIES = pytest.StashKey["list"]()
 _ITEM_FINDINGS = pytest.StashKey["list"]()
 _USER_PROPERTY = "hfprops_findings"
@@ -40,10 +42,18 @@ _USER_PROPERTY = "hfprops_findings"
 _MET: dict[str, list[str]] = {}
 
 
+def _patterns(value) -> tuple[str, ...]:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def _any_match(names, patterns) -> bool:
+    return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
+
+
 @dataclass(frozen=True)
 class Finding:
-    component: str
-    property: str
+    component: str | tuple[str, ...]  # a pattern, or several (any of them)
+    property: str | tuple[str, ...]
     reason: str
     input: str
     match: str = ".*"
@@ -51,11 +61,11 @@ class Finding:
     versions: str = ""
     strict: bool = True
     models: tuple[str, ...] = ()
-    components_seen: list = field(default_factory=list, compare=False, hash=False)
 
     @property
     def key(self) -> str:
-        return f"{self.component} :: {self.property}" + (f"[{self.case}]" if self.case != "*" else "")
+        component, prop = "|".join(_patterns(self.component)), "|".join(_patterns(self.property))
+        return f"{component} :: {prop}" + (f"[{self.case}]" if self.case != "*" else "")
 
     def applies_to_version(self, version: str) -> bool:
         if not self.versions:
@@ -68,8 +78,9 @@ class Finding:
         return re.search(self.match, message, re.S) is not None
 
 
-def load_findings(path: Path = FINDINGS) -> list[Finding]:
+def load_findings(path: Path | None = None) -> list[Finding]:
     """Every entry of the findings list, checked for the fields each must have."""
+    path = path or FINDINGS
     with path.open("rb") as f:
         raw = tomllib.load(f).get("finding", [])
     findings = []
@@ -79,6 +90,9 @@ def load_findings(path: Path = FINDINGS) -> list[Finding]:
             raise pytest.UsageError(f"{path.name}: an entry lacks {missing}: {entry}")
         entry = dict(entry)
         entry["models"] = tuple(entry.get("models", ()))
+        for key in ("component", "property"):
+            if isinstance(entry[key], list):
+                entry[key] = tuple(entry[key])
         findings.append(Finding(**entry))
     return findings
 
@@ -144,11 +158,11 @@ def findings_for(item, subject, version: str, entries: list[Finding]) -> list[Fi
     function = item.originalname
     return [
         f for f in entries
-        if fnmatch.fnmatchcase(function, f.property)
+        if _any_match([function], _patterns(f.property))
         and fnmatch.fnmatchcase(case, f.case)
         and (not f.models or subject.name in f.models)
         and f.applies_to_version(version)
-        and any(fnmatch.fnmatchcase(c, f.component) for c in owned)
+        and _any_match(owned, _patterns(f.component))
     ]
 
 
@@ -167,8 +181,15 @@ def mark_findings(config, items, subject_of) -> None:
             continue
         item.stash[_ITEM_FINDINGS] = found
         strict = subject.spec.source == "zoo" and all(f.strict for f in found)
-        reason = " | ".join(f"{f.component}: {f.reason} | shrunk input: {f.input}" for f in found)
+        reason = " | ".join(f"{f.key}: {f.reason} | shrunk input: {f.input}" for f in found)
         item.add_marker(pytest.mark.xfail(reason=reason, strict=strict))
+
+
+def _failure_messages(error: BaseException) -> list[str]:
+    """`Type: message` of each distinct failure (Hypothesis reports several as an exception group)."""
+    if isinstance(error, BaseExceptionGroup):
+        return [m for sub in error.exceptions for m in _failure_messages(sub)]
+    return [f"{type(error).__name__}: {error}"]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -180,9 +201,9 @@ def pytest_runtest_makereport(item, call):
         return
     if call.excinfo is None:
         return  # an xpass: pytest's strict/non-strict handling decides
-    message = f"{call.excinfo.typename}: {call.excinfo.value}"
-    met = [f for f in found if f.matches_failure(message)]
-    if not met:
+    messages = _failure_messages(call.excinfo.value)
+    met = [f for f in found if any(f.matches_failure(m) for m in messages)]
+    if not all(any(f.matches_failure(m) for f in found) for m in messages):
         report.outcome = "failed"
         keys = "; ".join(f"{f.key} (match {f.match!r})" for f in found)
         report.longrepr = (

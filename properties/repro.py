@@ -164,9 +164,10 @@ def compare(actual: dict, expected: dict, tol: dict, meta: dict, masks: dict | N
             what: str | None = None) -> list[str]:
     """The first output of `expected` that `actual` misses or does not match within `tol` (suite wording)."""
     head = _head(meta, what)
-    missing = sorted(set(expected) - set(actual))
+    expected = {name: t for name, t in expected.items() if t is not None}  # None: a gradient nobody got
+    missing = sorted(name for name in expected if actual.get(name) is None)
     if missing:
-        return [f"{head}: outputs missing on one side: {missing}"]
+        return [f"{head}: {len(missing)} outputs missing on one side: {missing[:8]}"]
     for name, ref in expected.items():  # the first mismatch, as assert_outputs_close reports it
         got = actual[name]
         if masks and name in masks:
@@ -712,6 +713,199 @@ def replay_pipeline(meta, tensors) -> list[str]:
     return compare(via_pipe, via_direct, meta["tolerance"], meta)
 
 
+# -- processors: rerun from the stored raw input with the processor saved in the artifact ----------
+def load_processor(meta):
+    """The processor the checkpoint ships, as saved into the artifact folder (`processor/`)."""
+    folder = Path(meta["folder"], "processor")
+    if not folder.is_dir():
+        raise CannotRun("the artifact holds no saved processor")
+    return transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
+
+
+def _argument(meta, tensors, arg):
+    """One call argument: a JSON literal, or the stored raw input (`{"raw": "raw_input", "item": i,
+    "layout": "pil" | "channels_first" | "channels_last"}`)."""
+    if not (isinstance(arg, dict) and "raw" in arg):
+        return arg
+    described = meta["details"][arg["raw"]]
+    if isinstance(described, dict) and "stored_as" in described:
+        value = tensors[described["stored_as"]].numpy()
+        if described.get("type") == "PIL.Image":
+            from PIL import Image
+
+            value = Image.fromarray(value, mode=described["mode"])
+    elif isinstance(described, list) and described and isinstance(described[0], dict) and "stored_as" in described[0]:
+        value = [tensors[d["stored_as"]].numpy() for d in described]
+    else:
+        value = described
+    if "item" in arg:
+        value = value[arg["item"]]
+    layout = arg.get("layout")
+    if layout == "pil":
+        from PIL import Image
+
+        value = Image.fromarray(value)
+    elif layout == "channels_first":
+        import numpy
+
+        value = numpy.ascontiguousarray(numpy.moveaxis(value, -1, 0))
+    return value
+
+
+def _processor_call(meta, tensors, processor, call):
+    """`getattr(processor.<part>, method)(*args, **kwargs)`, then `take` (a key path) of the result."""
+    part = getattr(processor, call["part"], processor) if call.get("part") else processor
+    if call.get("method") == "decode_encode":  # the round trip: decode(encode(text)) without special tokens
+        ids = part(_argument(meta, tensors, call["args"][0]), add_special_tokens=False)["input_ids"]
+        return part.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    function = getattr(part, call.get("method", "__call__"))
+    result = function(*[_argument(meta, tensors, a) for a in call.get("args", [])],
+                      **{k: _argument(meta, tensors, v) for k, v in call.get("kwargs", {}).items()})
+    for key in call.get("take", []):
+        result = result[key]
+    if hasattr(result, "keys") and not call.get("take"):
+        return {key: result[key] for key in result.keys()}
+    return result.tolist() if hasattr(result, "tolist") else result
+
+
+def _show_short(value, limit=160):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def replay_processor(meta, tensors) -> list[str]:
+    """A processor property rerun: `meta["replay"]` = {"kind": "processor", "steps": [STEP, ...]}.
+
+    A STEP is {"call": CALL, "what": text} plus one expectation:
+      "same_as": CALL          both calls give equal results (the batch vs each item, layouts, ...)
+      "equals": value          the call gives this value (computed by the suite from the tokenizer's template)
+      "shape": [...], "finite": bool, "range": [[low...], [high...]]   an array's shape, finiteness, range
+      "round_trip": {"expected": text, "exact": bool, "unk": token}    decode(encode(raw)) gives the text
+      "refuse": "must" | "may", "valid": bool, "names": text   a raise must be a clear error (naming `names`);
+                               "must": not raising is the failure; `valid`: the input is valid, raising fails
+    A CALL is {"part": "tokenizer"|"image_processor"|"feature_extractor", "method": name, "args": [...],
+    "kwargs": {...}, "take": [key, ...]}; arguments `{"raw": detail}` are the stored raw input.
+    """
+    import numpy
+
+    processor = load_processor(meta)
+    for step in meta["replay"]["steps"]:
+        head = _head(meta, step.get("what"))
+        call = step["call"]
+        try:
+            got = _processor_call(meta, tensors, processor, call)
+        except Exception as exc:
+            if "refuse" not in step:
+                return [f"{head}: raised {type(exc).__name__}: {str(exc).strip()[:160]}"]
+            if step.get("valid"):
+                return [f"{head}: valid input raised {type(exc).__name__}: {str(exc).strip()[:160]}"]
+            why = _unclear(exc)
+            if why:
+                return [f"{head}: raised {type(exc).__name__}: {str(exc).strip()[:160]}: {why}"]
+            if step.get("names") and step["names"] not in str(exc):
+                return [f"{head}: the error does not name {step['names']}: {type(exc).__name__}: {exc}"]
+            continue
+        if step.get("refuse") == "must":
+            return [f"{head}: accepted silently, giving {_show_short(numpy.shape(got))}"]
+        if "same_as" in step:
+            ref = _processor_call(meta, tensors, processor, step["same_as"])
+            if numpy.shape(got) != numpy.shape(ref) or not numpy.array_equal(numpy.asarray(got), numpy.asarray(ref)):
+                return [f"{head}: got {_show_short(got)}, expected {_show_short(ref)}"]
+        if "at_most" in step and len(got) > step["at_most"]:
+            return [f"{head}: {len(got)} ids, more than {step['at_most']}: {_show_short(got)}"]
+        if "offsets_within" in step:
+            previous = (0, 0)
+            for position, ((start, end), special) in enumerate(zip(got["offset_mapping"], got["special_tokens_mask"])):
+                if not 0 <= start <= end <= step["offsets_within"]:
+                    return [f"{head}: token {position} has offsets ({start}, {end}) outside the text of "
+                            f"{step['offsets_within']} characters"]
+                if special:
+                    continue
+                if (start, end) < previous or end < previous[1]:
+                    return [f"{head}: token {position} goes backwards: ({start}, {end}) after {previous}"]
+                previous = (start, end)
+        if "equals" in step and got != step["equals"]:
+            return [f"{head}: got {_show_short(got)}, expected {_show_short(step['equals'])}"]
+        if "shape" in step and list(numpy.shape(got)) != list(step["shape"]):
+            return [f"{head}: shape {tuple(numpy.shape(got))}, expected {tuple(step['shape'])}"]
+        if step.get("finite") and not numpy.isfinite(numpy.asarray(got, dtype=float)).all():
+            return [f"{head}: non-finite values"]
+        if "range" in step:
+            values = numpy.asarray(got, dtype=numpy.float64)
+            low = numpy.asarray(step["range"][0])[None, :, None, None]
+            high = numpy.asarray(step["range"][1])[None, :, None, None]
+            slack = 8 * numpy.finfo(numpy.float32).eps * numpy.maximum(abs(low), abs(high))
+            outside = (values < low - slack) | (values > high + slack)
+            if outside.any():
+                return [f"{head}: {int(outside.sum())} of {values.size} values outside the normalized range"]
+        if "round_trip" in step:
+            want, unk = step["round_trip"], step["round_trip"].get("unk")
+            squeeze = re.compile(r"\s+")
+            if want.get("exact"):
+                if got != want["expected"]:
+                    return [f"{head}: decoded {got!r}, expected {want['expected']!r}"]
+            else:
+                pieces = squeeze.sub("", got).split(str(unk)) if unk and str(unk) in got else [squeeze.sub("", got)]
+                if not re.fullmatch("(?s)" + ".*?".join(map(re.escape, pieces)), squeeze.sub("", want["expected"])):
+                    return [f"{head}: decoded {got!r}, normalized text {want['expected']!r}"]
+    return []
+
+
+# -- performance: re-measured against the baseline figure stored in the artifact ----------------------
+class _Calibration:
+    """The suite's fixed reference workload (mirrors baselines/measure.Calibration): seeded q, k of
+    (4, 64, 32), softmax(q k^T) k. Model time over its time is comparable across machines."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.q, self.k = torch.randn(4, 64, 32, generator=g), torch.randn(4, 64, 32, generator=g)
+
+    def __call__(self):
+        return torch.softmax(self.q @ self.k.transpose(1, 2), dim=-1) @ self.k
+
+
+def _median_seconds(fn, min_run_time: float) -> float:
+    from torch.utils import benchmark
+
+    fn()  # warm-up, as baselines/measure.time_call
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def replay_perf(meta, tensors) -> list[str]:
+    """`meta["replay"]` = {"kind": "perf", "metric": "latency", "baseline": ratio, "limit": ratio}: the
+    calibrated latency (model time / calibration time, as baselines/measure) re-measured here must stay
+    within `limit`; as in the suite, a figure over the limit is measured again after a pause and only
+    a figure over it every time reproduces. Other metrics need the suite's hooks: `pytest --replay`."""
+    import time
+
+    recipe = meta["replay"]
+    if recipe["metric"] != "latency" or recipe.get("baseline") is None:
+        raise CannotRun(f"{recipe['metric']} is measured with the suite's own hooks; use pytest --replay")
+    model, calibration = load_model(meta), _Calibration()
+    call = {k: v for k, v in meta["call"].items() if k != "output_hidden_states"}  # as test_perf.forward_call
+    kwargs = model_kwargs(model, input_set(tensors), call, meta)
+
+    def forward():
+        with torch.no_grad():
+            return model(**kwargs)
+
+    ratios = []
+    for pause in (0.0, 0.5, 1.0, 2.0):  # baselines/compare.PAUSES
+        time.sleep(pause)
+        before = _median_seconds(calibration, 0.2)
+        took = _median_seconds(forward, float(recipe.get("min_run_time", 0.2)))
+        ratios.append(took / ((before + _median_seconds(calibration, 0.2)) / 2))
+        if ratios[-1] <= recipe["limit"]:
+            break
+    print(f"calibrated latency {', '.join(f'{r:.1f}' for r in ratios)}; baseline {recipe['baseline']:.1f}, "
+          f"limit {recipe['limit']:.1f}")
+    if all(r > recipe["limit"] for r in ratios):
+        return [f"{_head(meta)}: calibrated latency {min(ratios):.1f} exceeds the limit {recipe['limit']:.1f} "
+                f"({min(ratios) / recipe['baseline']:.2f}x the baseline {recipe['baseline']:.1f}) in every try"]
+    return []
+
+
 REPLAYS = {
     "finite": replay_finite,
     "same_twice": replay_same_twice,
@@ -720,12 +914,18 @@ REPLAYS = {
     "compare": replay_compare,
     "judge": replay_judge,
     "pipeline": replay_pipeline,
+    "processor": replay_processor,
+    "perf": replay_perf,
 }
 
 # -- replay kinds registered by properties (properties.artifacts.register_replay) ----------------
 
 
 def main(argv: list[str]) -> int:
+    try:  # loading bars would bury the verdict (a bisect prints each release's last line)
+        transformers.utils.logging.disable_progress_bar()
+    except AttributeError:
+        pass
     folder = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     meta["folder"] = str(folder)

@@ -85,5 +85,12 @@ def pytest_collection_modifyitems(config, items):
 _SUMMARY = pytest.StashKey[str]()
 
 
+def pytest_report_header(config):
+    if config.getoption("shard"):
+        k, n = parse_shard(config.getoption("shard"))
+        return [f"hfprops: shard {k}/{n} (tests split by model, balanced by test count)"]
+    return []
+
+
 def pytest_report_collectionfinish(config, start_path, items):
     return [config.stash[_SUMMARY]] if _SUMMARY in config.stash else []

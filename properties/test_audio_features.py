@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from devices.tolerance import nonfinite
-from properties.artifacts import record
+from properties.artifacts import processed, record
 from properties.clear_errors import describe, unclear
 from strategies.audio import raw_waveforms, sampling_rates
 
@@ -63,6 +63,13 @@ def check_features(subject, waveform: np.ndarray) -> None:
     assert problem is None, f"[{subject.name}] {FEATURES}: features of a {what}: {problem}"
 
 
+def _features_call(subject, rate: int) -> dict:
+    """The feature extractor call of `_features` on the stored waveform (repro.py's "processor" replay)."""
+    name = getattr(feature_extractor_of(subject), "model_input_names", ["input_features"])[0]
+    return {"part": "feature_extractor", "args": [{"raw": "raw_input"}],
+            "kwargs": {"sampling_rate": rate, "return_tensors": "np"}, "take": [name]}
+
+
 def waveforms_for(subject):
     extractor = feature_extractor_of(subject)
     return raw_waveforms(extractor.sampling_rate, chunk_samples(extractor))
@@ -71,7 +78,9 @@ def waveforms_for(subject):
 @given(data=st.data())
 def test_features(subject, data):
     waveform = data.draw(waveforms_for(subject), label="waveform")
-    record(subject, {}, prop=FEATURES, raw_input=waveform)
+    record(subject, {}, prop=FEATURES, raw_input=waveform, replay=lambda: processed([{"call": _features_call(
+        subject, feature_extractor_of(subject).sampling_rate), "shape": list(expected_shape(subject)), "finite": True,
+        "what": FEATURES}]))
     check_features(subject, waveform)
 
 
@@ -105,5 +114,6 @@ def test_wrong_sampling_rate(subject, data):
     waveform = data.draw(raw_waveforms(extractor.sampling_rate, chunk_samples(extractor), max_chunks=0.25),
                          label="waveform")
     rate = data.draw(sampling_rates(extractor.sampling_rate, right=False), label="sampling rate")
-    record(subject, {}, prop=RATE, raw_input=waveform, sampling_rate=rate)
+    record(subject, {}, prop=RATE, raw_input=waveform, sampling_rate=rate, replay=lambda: processed([{
+        "call": _features_call(subject, rate), "refuse": "must", "names": str(extractor.sampling_rate), "what": RATE}]))
     check_wrong_rate(subject, (waveform, rate))

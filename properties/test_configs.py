@@ -30,9 +30,10 @@ from properties.test_finite import check_finite
 from properties.test_shapes import check_shapes
 from strategies.batches import compose, fillers, items, model_inputs
 from strategies.call_styles import call_styles
+from strategies.config_rules import DRAWN_TOGETHER
 from strategies.configs import config_overrides
 from zoo.config_variants import VARIANTS, accepted_cache_kinds, styled
-from zoo.generation import decoded_key, generate_greedy
+from zoo.generation import decoded_key
 from zoo.subject import flatten_outputs
 from zoo.tiny import ZOO
 
@@ -49,23 +50,30 @@ def zoo_name(subject) -> str:
     return subject.name
 
 
-def draw_case(data, subject):
-    """`(overrides, style, styled variant)` for the subject's zoo family."""
+def draw_case(data, subject, *, together=()):
+    """`(overrides, style, styled variant)` for the subject's zoo family (`together`: see config_overrides)."""
     name = zoo_name(subject)
     row = ZOO[name]
-    overrides = data.draw(config_overrides(row.config_class, row.config), label="config overrides")
+    overrides = data.draw(config_overrides(row.config_class, row.config, together=together), label="config overrides")
     style = data.draw(call_styles(subject.spec, cache_kinds=accepted_cache_kinds(name)), label="call style")
     return overrides, style, styled(VARIANTS(name, overrides), style)
 
 
 @contextmanager
 def drawn(overrides: dict, style):
-    """Adds the drawn config and call style to any property failure raised inside."""
+    """Adds the drawn config and call style to the message of any failure raised inside (the
+    findings list matches messages, so a finding can name the config that shows it)."""
     try:
         yield
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n  drawn config overrides: {overrides or '{} (the default config)'}"
-                             f"\n  call style: {style}") from None
+    except Exception as exc:
+        context = (f"\n  drawn config overrides: {overrides or '{} (the default config)'}"
+                   f"\n  call style: {style}")
+        try:
+            wrapped = type(exc)(f"{exc}{context}")
+        except Exception:  # an exception type that takes other arguments: keep it, add a note
+            exc.add_note(context)
+            raise
+        raise wrapped.with_traceback(exc.__traceback__) from None
 
 
 def _record(variant, inputs, overrides, style, **details):
@@ -86,27 +94,23 @@ def check_return_dict(subject, inputs) -> None:
 
 
 def check_generate_defaults(subject, inputs, max_new_tokens: int) -> None:
-    """`generate` given only the inputs and `max_new_tokens` follows the generation config: where that
-    says greedy (no sampling, one beam), it gives the tokens of explicit greedy decoding."""
+    """`generate` given only the inputs and `max_new_tokens` gives the sequences of `generate` with the
+    generation config's settings passed explicitly (greedy or sampling, beams, cache, pad and eos ids)."""
     config = subject.model.generation_config
-    if config.do_sample or (config.num_beams or 1) > 1:
-        return  # not greedy by default: nothing deterministic to compare
-    expected = generate_greedy(subject, inputs, max_new_tokens=max_new_tokens, use_cache=True).tokens
+    if config.do_sample:
+        return  # sampling: the two calls draw different random numbers
     kwargs = subject.model_kwargs({k: v for k, v in inputs.items() if k != "decoder_input_ids"})
-    for explicit in ("return_dict", "position_ids", "use_cache"):
+    for explicit in ("return_dict", "position_ids", "use_cache"):  # generate derives them itself
         kwargs.pop(explicit, None)
+    settings = {"do_sample": False, "num_beams": config.num_beams or 1, "use_cache": config.use_cache,
+                "pad_token_id": config.pad_token_id, "eos_token_id": config.eos_token_id}
     with torch.no_grad():
-        sequences = subject.model.generate(**kwargs, max_new_tokens=max_new_tokens)
-    start = 1 if subject.spec.has("encoder_decoder") else kwargs["input_ids"].shape[1]
-    eos = config.eos_token_id
-    eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-    for row, want in enumerate(expected):
-        new = sequences[row, start:].tolist()
-        got = new[: next((i + 1 for i, t in enumerate(new) if t in eos), len(new))]
-        assert got == want, (
-            f"[{subject.name}] {GENERATE_DEFAULTS}: generate() with its defaults gave {got} for item {row}, "
-            f"explicit greedy settings {want}"
-        )
+        by_default = subject.model.generate(**kwargs, max_new_tokens=max_new_tokens)
+        explicit = subject.model.generate(**kwargs, max_new_tokens=max_new_tokens, **settings)
+    assert by_default.tolist() == explicit.tolist(), (
+        f"[{subject.name}] {GENERATE_DEFAULTS}: generate() with its defaults gave {by_default.tolist()}, "
+        f"with the generation config's settings passed explicitly ({settings}) {explicit.tolist()}"
+    )
 
 
 # -- strategies for inputs padded on the style's side --------------------------------------------------
@@ -132,7 +136,7 @@ def padding_pairs(draw, spec, side):
 @given(data=st.data())
 def test_configs_forward(subject, data):
     """Finite outputs, the shape contract and return_dict on a drawn config and call style."""
-    overrides, style, variant = draw_case(data, subject)
+    overrides, style, variant = draw_case(data, subject, together=DRAWN_TOGETHER)
     inputs = data.draw(model_inputs(variant.spec, padding_side=style.padding_side), label="inputs")
     _record(variant, inputs, overrides, style, prop="finite")
     with drawn(overrides, style):

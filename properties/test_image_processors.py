@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from devices.tolerance import assert_outputs_close, nonfinite, tolerance
-from properties.artifacts import record
+from properties.artifacts import processed, record
 from properties.clear_errors import describe, short, unclear
 from strategies.images import MODES, empty_images, images, unusable_images
 
@@ -49,6 +49,34 @@ def normalized_range(processor) -> tuple[np.ndarray, np.ndarray]:
     else:
         mean, std = np.zeros(1), np.ones(1)
     return (0.0 - mean) / std, (top - mean) / std
+
+
+# -- standalone replays (repro.py's "processor" kind) on the stored image --------------------------------
+def _pixels_call(input_data_format=None, layout=None) -> dict:
+    image = {"raw": "raw_input", **({"layout": layout} if layout else {})}
+    kwargs = {"images": image, "return_tensors": "np", **({"input_data_format": input_data_format}
+                                                           if input_data_format else {})}
+    return {"part": "image_processor", "kwargs": kwargs, "take": ["pixel_values"]}
+
+
+def _storable(value) -> bool:
+    """Whether the artifact holds `value` exactly (arrays, PIL images, JSON values)."""
+    import json
+
+    if isinstance(value, np.ndarray) or type(value).__module__.startswith("PIL."):
+        return True
+    try:
+        return json.loads(json.dumps(value)) == value
+    except (TypeError, ValueError):
+        return False
+
+
+def _pixels_replay(subject, input_data_format=None) -> dict:
+    low, high = normalized_range(image_processor_of(subject))
+    channels = subject.spec.num_channels
+    return processed([{"call": _pixels_call(input_data_format), "what": PIXELS, "shape": list(expected_shape(subject)),
+                       "finite": True, "range": [np.broadcast_to(low, (channels,)).tolist(),
+                                                 np.broadcast_to(high, (channels,)).tolist()]}])
 
 
 def describe_image(image) -> str:
@@ -106,7 +134,8 @@ def image_cases(form: str):
 @given(data=st.data())
 def test_pixel_values(subject, form, data):
     case = data.draw(image_cases(form), label="image, input_data_format")
-    record(subject, {}, prop=PIXELS, raw_input=case[0], input_data_format=case[1])
+    record(subject, {}, prop=PIXELS, raw_input=case[0], input_data_format=case[1],
+           replay=lambda: _pixels_replay(subject, case[1]))
     check_pixel_values(subject, case)
 
 
@@ -135,7 +164,9 @@ def check_layouts_agree(subject, pixels: np.ndarray) -> None:
 def test_layouts_agree(subject, data):
     image = data.draw(images(max_side=LAYOUT_MAX_SIDE, modes=("RGB",), layouts=("channels_last",), dtypes=("uint8",)),
                       label="pixels (height, width, 3)")
-    record(subject, {}, prop=LAYOUTS, raw_input=image)
+    record(subject, {}, prop=LAYOUTS, raw_input=image, replay=lambda: processed([
+        {"call": _pixels_call(layout=layout), "same_as": _pixels_call(layout="pil"), "what": f"{LAYOUTS} (PIL vs {layout})"}
+        for layout in ("channels_last", "channels_first")]))
     check_layouts_agree(subject, image)
 
 
@@ -177,12 +208,15 @@ def check_rejects_unusable(subject, value) -> None:
 @given(data=st.data())
 def test_rejects_empty_images(subject, data):
     image = data.draw(empty_images(), label="empty image")
-    record(subject, {}, prop=REJECTS, raw_input=image)
+    record(subject, {}, prop=REJECTS, raw_input=image, replay=lambda: processed([
+        {"call": _pixels_call(), "refuse": "must", "what": REJECTS}]) if _storable(image) else "suite-only")
     check_rejects_empty(subject, image)
 
 
 @given(data=st.data())
 def test_rejects_unusable_inputs(subject, data):
     value = data.draw(unusable_images(), label="input")
-    record(subject, {}, prop=REJECTS, raw_input=value)
+    record(subject, {}, prop=REJECTS, raw_input=value, replay=lambda: processed([
+        {"call": _pixels_call(), "refuse": "may", "shape": list(expected_shape(subject)), "what": REJECTS}])
+        if _storable(value) else "suite-only")
     check_rejects_unusable(subject, value)

@@ -65,16 +65,32 @@ def loaded(subject, how: str, kind: str = "plain", **kwargs):
     return _LOADED[key][1]
 
 
+def kept_in_fp32(model, name: str, dtype: torch.dtype) -> bool:
+    """Whether the class keeps this weight in fp32 on a `dtype` load: `_keep_in_fp32_modules` on fp16
+    loads (T5's `wo`), `_keep_in_fp32_modules_strict` on fp16 and bf16 loads (modeling_utils' dtype plan)."""
+    modules = set(getattr(model, "_keep_in_fp32_modules_strict", None) or ()) if dtype in (
+        torch.float16, torch.bfloat16) else set()
+    if dtype == torch.float16:
+        modules |= set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    return any(module in name.split(".") for module in modules)
+
+
+def _expected_dtype(model, name: str, tensor: torch.Tensor, dtype) -> torch.dtype:
+    if dtype is None or not tensor.is_floating_point():
+        return tensor.dtype
+    return torch.float32 if kept_in_fp32(model, name, dtype) else dtype
+
+
 def _same_weights(subject, actual, reference, what: str, dtype=None) -> None:
-    """Every parameter and buffer of `actual` equals `reference`'s (cast to `dtype`) bit for bit."""
+    """Every parameter and buffer of `actual` has the requested dtype (fp32 where the class keeps it)
+    and equals `reference`'s cast to it, bit for bit."""
     expected = reference.state_dict()
     differ = []
     for name, tensor in actual.state_dict().items():
         want = expected[name]
-        if dtype is not None and want.is_floating_point():
-            want = want.to(dtype)
-        if tensor.shape != want.shape or not torch.equal(tensor.cpu(), want):
-            differ.append(name)
+        want = want.to(_expected_dtype(actual, name, want, dtype))
+        if tensor.shape != want.shape or tensor.dtype != want.dtype or not torch.equal(tensor.cpu(), want):
+            differ.append(f"{name} ({tensor.dtype})")
     assert not differ, f"[{subject.name}] {PROPERTY} ({what}): weights differ from the plain load in {differ[:8]}"
 
 
@@ -153,38 +169,45 @@ def head_classes(model_type: str) -> list[str]:
     return sorted(names - {base} - {None})
 
 
-def _checkpoint_key(head, key: str, checkpoint: dict) -> str | None:
-    """The checkpoint key a head-model key loads from (base-model prefixes added or stripped), or None."""
+def _base_key(head, key: str, base_state: dict) -> str | None:
+    """The base-model key a head-model key holds (base-model prefix stripped or added), or None."""
     prefix = getattr(head, "base_model_prefix", "") + "."
     for candidate in (key, key.removeprefix(prefix), prefix + key):
-        if candidate in checkpoint:
+        if candidate in base_state:
             return candidate
     return None
 
 
-def check_head_load(subject, head_class, directory: Path, checkpoint: dict, dtype: torch.dtype) -> None:
-    """Loading the base checkpoint into `head_class` with `dtype` keeps every base weight (cast to
-    `dtype`) and gives the head's new parameters finite values, not all zero, reported as missing."""
+def check_head_load(subject, head_class, directory: Path, base_state: dict, dtype: torch.dtype) -> None:
+    """Loading the base checkpoint in `directory` into `head_class` with `dtype` keeps every base
+    weight (`base_state`, the live base model's, cast to `dtype`) and gives the head's new
+    parameters finite values, not all zero, reported as missing keys. The values are judged, not
+    transformers' `_is_hf_initialized` flags."""
     head, info = load(head_class, directory, dtype=dtype)
     missing = set(info["missing_keys"])
+    buffers = {name for name, _ in head.named_buffers()}
     loaded_ptrs, new, wrong = set(), {}, []
-    state = head.state_dict()
-    for key, tensor in state.items():
-        source = _checkpoint_key(head, key, checkpoint)
+    for key, tensor in head.state_dict().items():
+        source = _base_key(head, key, base_state)
         if source is None:
             new[key] = tensor
             continue
         loaded_ptrs.add(tensor.data_ptr())
-        want = checkpoint[source].to(dtype) if checkpoint[source].is_floating_point() else checkpoint[source]
-        if tensor.shape != want.shape or not torch.equal(tensor, want):
-            wrong.append(key)
+        want = base_state[source].to(_expected_dtype(head, key, base_state[source], dtype))
+        if tensor.shape != want.shape or tensor.dtype != want.dtype or not torch.equal(tensor, want):
+            wrong.append(f"{key} ({tensor.dtype}{', re-initialised: reported missing' if key in missing else ''})")
     where = f"{head_class.__name__} from {type(subject.model.base_model).__name__}'s checkpoint, dtype={dtype}"
     assert not wrong, f"[{subject.name}] {HEADS} ({where}): base weights changed on load: {wrong[:8]}"
-    new = {k: t for k, t in new.items() if t.data_ptr() not in loaded_ptrs}  # tied to a loaded weight
+    # tied to a loaded weight, or a buffer (never a checkpoint key: BART's final_logits_bias)
+    new = {k: t for k, t in new.items() if t.data_ptr() not in loaded_ptrs and k not in buffers}
     unreported = sorted(k for k in new if k not in missing)
-    assert not unreported, f"[{subject.name}] {HEADS} ({where}): new parameters not reported missing: {unreported}"
-    bad = [f"{k} {'not finite' if not torch.isfinite(t).all() else 'all zero'}" for k, t in new.items()
-           if t.is_floating_point() and (not torch.isfinite(t).all() or (t.dim() >= 2 and not t.any()))]
+    assert not unreported, f"[{subject.name}] {HEADS} ({where}): new parameters not reported missing: {unreported[:8]}"
+    bad = [f"{k} not finite" for k, t in new.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    # zero is a designed init for single vectors (ViT's mask_token, biases); the new weight matrices
+    # together must not all be zero
+    matrices = {k: t for k, t in new.items() if t.is_floating_point() and t.dim() >= 2}
+    if matrices and not any(t.any() for t in matrices.values()):
+        bad.append(f"every new weight matrix is all zero ({sorted(matrices)[:4]})")
     assert not bad, f"[{subject.name}] {HEADS} ({where}): the new head is not initialised: {bad}"
 
 
@@ -192,15 +215,17 @@ def check_head_load(subject, head_class, directory: Path, checkpoint: dict, dtyp
 def test_base_checkpoint_into_head_classes(subject, dtype):
     """A base checkpoint loads into every head class of its family: base weights kept, head initialised."""
     import transformers
-    from safetensors.torch import load_file
 
     directory = saved(subject, "base")
-    checkpoint = {}
-    for file in sorted(directory.glob("*.safetensors")):
-        checkpoint.update(load_file(str(file)))
+    base_state = subject.model.base_model.state_dict()
     classes = [getattr(transformers, name) for name in head_classes(subject.model.config.model_type)
                if hasattr(transformers, name)]
     if not classes:
         pytest.skip(f"{subject.name}: transformers lists no head classes for {subject.model.config.model_type}")
-    for head_class in classes:
-        check_head_load(subject, head_class, directory, checkpoint, getattr(torch, dtype))
+    problems = []
+    for head_class in classes:  # every class is judged, then every problem reported together
+        try:
+            check_head_load(subject, head_class, directory, base_state, getattr(torch, dtype))
+        except AssertionError as exc:
+            problems.append(str(exc).split("\nassert ")[0])  # without pytest's rewritten expression
+    assert not problems, "\n".join(problems)

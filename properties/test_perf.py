@@ -20,7 +20,7 @@ from baselines.compare import LATENCY_BAND, latency_limit, memory_limit, remeasu
 from baselines.measure import Calibration, frozen_heap, live_tensor_bytes, measure_latency, peak_memory, rss_bytes, time_call
 from baselines.results import note
 from baselines.store import Baselines, entry_key, sizes_of
-from properties.artifacts import record
+from properties.artifacts import measured, record
 
 pytestmark = pytest.mark.perf
 
@@ -264,6 +264,12 @@ def check_batch_throughput(subject, pair: dict) -> None:
 
 
 # -- tests --------------------------------------------------------------------------------------------
+def _stored_latency(baselines: Baselines, subject, inputs) -> dict:
+    """The stored calibrated ratio and its limit, for the standalone latency replay."""
+    stored = baselines.get(_key(subject, inputs), "latency")
+    return {"baseline": stored["ratio"], "limit": latency_limit(stored["ratio"])} if stored else {"baseline": None}
+
+
 def _missing(baselines: Baselines, subject, inputs) -> None:
     pytest.skip(f"no baseline for {_key(subject, inputs)} on this machine ({baselines.id}): "
                 f"record one with --update-baselines")
@@ -273,7 +279,8 @@ def _missing(baselines: Baselines, subject, inputs) -> None:
 @given(data=st.data())
 def test_latency_within_baseline(subject, perf_baselines, data):
     inputs = data.draw(baseline_inputs(subject.spec), label="inputs")
-    record(subject, inputs, prop="latency", baseline=perf_baselines.id)
+    record(subject, inputs, prop="latency", baseline=perf_baselines.id, replay=lambda: measured(
+        "latency", **_stored_latency(perf_baselines, subject, inputs)))
     if check_latency(subject, inputs, perf_baselines) == MISSING:
         _missing(perf_baselines, subject, inputs)
 
@@ -282,7 +289,7 @@ def test_latency_within_baseline(subject, perf_baselines, data):
 @given(data=st.data())
 def test_peak_memory_within_baseline(subject, perf_baselines, data):
     inputs = data.draw(baseline_inputs(subject.spec), label="inputs")
-    record(subject, inputs, prop="peak memory", baseline=perf_baselines.id)
+    record(subject, inputs, prop="peak memory", baseline=perf_baselines.id, replay=lambda: measured("peak memory"))
     if check_peak_memory(subject, inputs, perf_baselines) == MISSING:
         _missing(perf_baselines, subject, inputs)
 

@@ -14,7 +14,7 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
-from properties.artifacts import record
+from properties.artifacts import processed, record
 from properties.clear_errors import describe, short, unclear
 from strategies.text import non_text_inputs, text, texts
 from strategies.tokens import id_lists
@@ -188,7 +188,8 @@ def truncation_cases(subject, *, below_template: bool):
 def test_truncation(subject, data):
     _tokenizer_or_skip(subject)
     case = data.draw(truncation_cases(subject, below_template=False), label="text, max_length")
-    record(subject, {}, prop=TRUNCATION, raw_input=case[0], max_length=case[1])
+    record(subject, {}, prop=TRUNCATION, raw_input=case[0], max_length=case[1],
+           replay=lambda: _truncation_steps(subject, *case))
     check_truncation(subject, case)
 
 
@@ -197,7 +198,8 @@ def test_truncation_to_tiny_lengths(subject, data):
     """max_length at or below the number of template tokens (0 included) must still be respected."""
     _tokenizer_or_skip(subject)
     case = data.draw(truncation_cases(subject, below_template=True), label="text, max_length")
-    record(subject, {}, prop=TRUNCATION, raw_input=case[0], max_length=case[1])
+    record(subject, {}, prop=TRUNCATION, raw_input=case[0], max_length=case[1],
+           replay=lambda: _truncation_steps(subject, *case))
     check_truncation(subject, case)
 
 
@@ -255,6 +257,62 @@ def check_padding(subject, case: tuple[list[str], str]) -> None:
 
 
 
+# -- sides set as attributes (issue 12) ---------------------------------------------------------------
+SIDES = "tokenizer sides as attributes"
+
+
+def check_sides(subject, case) -> None:
+    """Sides set as attributes (`tokenizer.padding_side = "left"`) act as the call's argument does:
+    truncation keeps the template around the text's ids on the other side, padding goes on the drawn
+    side as `tokenizer.pad(..., padding_side=...)` puts it; the attributes are restored after.
+    `truncation_side` is set as an attribute in both forms: transformers 5's call takes no such argument."""
+    batch, style, max_length = case
+    tokenizer = tokenizer_of(subject)
+    before = (tokenizer.padding_side, tokenizer.truncation_side)
+    prefix, suffix = template(tokenizer)
+    budget = max_length - len(prefix) - len(suffix)
+    items = []
+    for raw in batch:
+        plain = tokenizer(raw, add_special_tokens=False)["input_ids"]
+        kept = plain if len(plain) <= budget else plain[len(plain) - budget:] if style.truncation_side == "left" \
+            else plain[:budget]
+        items.append(prefix + kept + suffix)
+    expected = tokenizer.pad({"input_ids": items}, padding=True, padding_side=style.padding_side)
+    kwargs = {"padding": True, "truncation": True, "max_length": max_length}
+    try:
+        tokenizer.truncation_side = style.truncation_side
+        if style.how == "attribute":
+            tokenizer.padding_side = style.padding_side
+        else:
+            kwargs["padding_side"] = style.padding_side
+        got = tokenizer(batch, **kwargs)
+    finally:
+        tokenizer.padding_side, tokenizer.truncation_side = before
+    for key in ("input_ids", "attention_mask"):
+        for i, raw in enumerate(batch):
+            assert list(got[key][i]) == list(expected[key][i]), (
+                f"[{subject.name}] {SIDES}: {key} of item {i} differ with padding_side={style.padding_side!r} "
+                f"({style.how}), truncation_side={style.truncation_side!r} (attribute), max_length={max_length}\n"
+                f"text     {raw!r}\nexpected {list(expected[key][i])}\ngot      {list(got[key][i])}"
+            )
+
+
+@given(data=st.data())
+def test_sides_as_attributes(subject, data):
+    from strategies.call_styles import tokenizer_styles
+
+    tokenizer = _tokenizer_or_skip(subject)
+    if tokenizer.pad_token_id is None:
+        pytest.skip(f"{subject.name}'s tokenizer has no pad token")
+    prefix, suffix = template(tokenizer)
+    batch = data.draw(texts(1, 4, max_size=MAX_CHARS, special_tokens=tuple(tokenizer.all_special_tokens)),
+                      label="texts")
+    style = data.draw(tokenizer_styles(), label="sides")
+    max_length = data.draw(st.integers(len(prefix) + len(suffix), max_length_of(subject)), label="max_length")
+    record(subject, {}, prop=SIDES, raw_input=batch, call_style=style.as_dict(), max_length=max_length)
+    check_sides(subject, (batch, style, max_length))
+
+
 # -- special tokens ----------------------------------------------------------------------------------
 SPECIALS = "tokenizer special tokens"
 
@@ -284,13 +342,81 @@ def check_special_tokens(subject, raw: str) -> None:
     )
 
 
+# -- standalone replays (repro.py's "processor" kind): the calls each check makes, on the stored raw input
+RAW = {"raw": "raw_input"}
+
+
+def _call(method="__call__", *args, take=(), **kwargs) -> dict:
+    return {"part": "tokenizer", "method": method, "args": list(args) or [RAW], "kwargs": kwargs, "take": list(take)}
+
+
+def _encoding_steps(subject, raw: str) -> dict:
+    """Round trip (against the normalizer's form), offsets and template (against the stored template)."""
+    tokenizer = tokenizer_of(subject)
+    ids = tokenizer(raw, add_special_tokens=False)["input_ids"]
+    prefix, suffix = template(tokenizer)
+    steps = [{"call": _call("decode_encode"), "what": ROUND_TRIP, "round_trip": {
+        "expected": normalized_form(tokenizer, raw), "unk": tokenizer.unk_token,
+        "exact": is_byte_level(tokenizer) and tokenizer.unk_token_id not in ids}}]
+    if tokenizer.is_fast:
+        steps.append({"call": _call(return_offsets_mapping=True, return_special_tokens_mask=True), "what": OFFSETS,
+                      "offsets_within": len(raw)})
+    steps += [{"call": _call(take=["input_ids"]), "what": SPECIALS, "equals": prefix + ids + suffix},
+              {"call": _call(take=["special_tokens_mask"], return_special_tokens_mask=True), "what": SPECIALS,
+               "equals": [1] * len(prefix) + [0] * len(ids) + [1] * len(suffix)}]
+    return processed(steps)
+
+
+def _truncation_steps(subject, raw: str, max_length) -> dict:
+    tokenizer = tokenizer_of(subject)
+    limit = max_length if max_length is not None else max_length_of(subject)
+    kwargs = {"max_length": max_length} if max_length is not None else {}
+    prefix, suffix = template(tokenizer)
+    budget = limit - len(prefix) - len(suffix)
+    step = {"call": _call(take=["input_ids"], truncation=True, **kwargs), "what": TRUNCATION, "at_most": limit}
+    if budget >= 0:
+        step["equals"] = prefix + tokenizer(raw, add_special_tokens=False)["input_ids"][:budget] + suffix
+    return processed([step])
+
+
+def _batch_steps(subject, batch: list[str], side: str) -> dict:
+    tokenizer = tokenizer_of(subject)
+    steps = [{"call": _call(take=["input_ids", i]), "same_as": _call("__call__", {**RAW, "item": i}, take=["input_ids"]),
+              "what": f"{BATCH}, item {i}"} for i in range(len(batch))]
+    if tokenizer.pad_token_id is None:
+        steps.append({"call": _call(padding=True, padding_side=side), "refuse": "must", "what": PADDING})
+        return processed(steps)
+    items = [tokenizer(raw)["input_ids"] for raw in batch]
+    longest, pad = max(len(ids) for ids in items), tokenizer.pad_token_id
+    for i, ids in enumerate(items):
+        fill = [pad] * (longest - len(ids))
+        real, none = [1] * len(ids), [0] * (longest - len(ids))
+        steps += [{"call": _call(take=["input_ids", i], padding=True, padding_side=side), "what": f"{PADDING}, item {i}",
+                   "equals": ids + fill if side == "right" else fill + ids},
+                  {"call": _call(take=["attention_mask", i], padding=True, padding_side=side),
+                   "what": f"{PADDING} mask, item {i}", "equals": real + none if side == "right" else none + real}]
+    return processed(steps)
+
+
+def _error_steps(method: str, value, valid: bool) -> dict:
+    import json
+
+    try:  # only values meta.json holds exactly can be fed again
+        same = json.loads(json.dumps(value)) == value
+    except (TypeError, ValueError):
+        same = False
+    return processed([{"call": _call(method), "refuse": "may", "valid": valid, "what": ERRORS}]) if same \
+        else {"kind": "suite-only"}
+
+
 # -- the tests: one draw feeds every check that takes the same kind of input (the ci budget) -------
 @given(data=st.data())
 def test_text_encoding(subject, data):
     """Round trip, offsets and template on one drawn text."""
     tokenizer = _tokenizer_or_skip(subject)
     raw = data.draw(_texts_for(tokenizer), label="text")
-    record(subject, {}, prop=f"{ROUND_TRIP}, {OFFSETS}, {SPECIALS}", raw_input=raw)
+    record(subject, {}, prop=f"{ROUND_TRIP}, {OFFSETS}, {SPECIALS}", raw_input=raw,
+           replay=lambda: _encoding_steps(subject, raw))
     check_round_trip(subject, raw)
     if tokenizer.is_fast:  # slow tokenizers have no offsets
         check_offsets(subject, raw)
@@ -304,7 +430,8 @@ def test_batch_and_padding(subject, data):
     batch = data.draw(texts(1, 4, max_size=MAX_CHARS, special_tokens=tuple(tokenizer.all_special_tokens)),
                       label="texts")
     side = data.draw(st.sampled_from(("right", "left")), label="padding side")
-    record(subject, {}, prop=f"{BATCH}, {PADDING}", raw_input=batch, padding_side=side)
+    record(subject, {}, prop=f"{BATCH}, {PADDING}", raw_input=batch, padding_side=side,
+           replay=lambda: _batch_steps(subject, batch, side))
     check_batch_matches_items(subject, batch)
     check_padding(subject, (batch, side))
 
@@ -353,7 +480,7 @@ def check_decode_errors(subject, ids: list[int]) -> None:
 def test_encode_errors(subject, data):
     tokenizer = _tokenizer_or_skip(subject)
     value = data.draw(_texts_for(tokenizer) | texts(1, 3, max_size=20) | non_text_inputs(), label="input")
-    record(subject, {}, prop=ERRORS, raw_input=value)
+    record(subject, {}, prop=ERRORS, raw_input=value, replay=lambda: _error_steps("__call__", value, _is_text(value)))
     check_encode_errors(subject, value)
 
 
@@ -361,5 +488,6 @@ def test_encode_errors(subject, data):
 def test_decode_errors(subject, data):
     tokenizer = _tokenizer_or_skip(subject)
     ids = data.draw(id_lists(len(tokenizer)), label="ids")
-    record(subject, {}, prop=ERRORS, raw_input=ids)
+    record(subject, {}, prop=ERRORS, raw_input=ids, replay=lambda: _error_steps(
+        "decode", ids, all(0 <= i < len(tokenizer) for i in ids)))
     check_decode_errors(subject, ids)

@@ -185,7 +185,7 @@ def fillers(spec, *, special: bool = False):
     Whatever sits under the mask must not matter. Ordinary and special fillers are drawn by separate
     tests because some models read special ids outside attention (CLIP pools the hidden state at the
     first eos id in `input_ids`): that finding is recorded against the special-filler test alone
-    (properties/xfails.toml) instead of failing every padding test of the model.
+    (properties/findings.toml) instead of failing every padding test of the model.
     """
     specials = sorted(i for i in {spec.pad_token_id, spec.bos_token_id, spec.eos_token_id, *spec.special_token_ids}
                       if i is not None)

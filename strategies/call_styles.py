@@ -44,9 +44,11 @@ DEFAULT_STYLE = CallStyle()
 def call_styles(draw, spec, *, cache_kinds: tuple[str, ...] = ("dynamic",)) -> CallStyle:
     """A call style that applies to `spec`'s model; `cache_kinds`: the cache objects it accepts.
 
-    Default positions pad on the right: with left padding and no position ids, a model with
-    absolute positions (GPT-2) shifts every padded item, as transformers documents (pad on the right
-    or pass position ids). Every dimension shrinks to `DEFAULT_STYLE`.
+    Left padding needs position ids from the mask: without them a model with absolute positions
+    (GPT-2, and every encoder here, whose subjects pass none) shifts each padded item, as
+    transformers documents (pad on the right or pass position ids). So causal models draw left
+    (explicit positions) or right padding, default positions pad on the right, and other models
+    keep the right padding of their spec. Every dimension shrinks to `DEFAULT_STYLE`.
     """
     causal, cached = spec.has("causal"), spec.has("cache")
     positions = draw(st.sampled_from(("explicit", "default")), label="positions") if causal else "explicit"
@@ -54,11 +56,11 @@ def call_styles(draw, spec, *, cache_kinds: tuple[str, ...] = ("dynamic",)) -> C
     cache = draw(st.sampled_from(kinds), label="cache object") if cached and kinds else "dynamic"
     return_dict = not draw(st.booleans(), label="return_dict=False")
     generate = draw(st.sampled_from(GENERATE_STYLES), label="generate") if cached else "explicit"
-    side = None
-    if spec.has("text") and positions == "default":
+    side = None  # the spec's side: left for causal models (positions from the mask), right otherwise
+    if causal and positions == "default":
         side = "right"
-    elif spec.has("text"):
-        side = draw(st.sampled_from((None, "right" if causal else "left")), label="padding side")
+    elif causal:
+        side = draw(st.sampled_from((None, "right")), label="padding side")
     return CallStyle(positions, cache, return_dict, generate, side)
 
 

@@ -30,7 +30,9 @@ EPS_NAMES = ("layer_norm_eps", "layer_norm_epsilon", "rms_norm_eps")
 LAYERS = (1, 2, 3)  # 1 finds per-layer indexing bugs, 3 an odd count
 FFN_SIZES = (1, 8, 16, 37, 64)
 EPS_VALUES = (1e-12, 1e-6, 1e-5)  # the eps values real checkpoints of these families use
-MIN_HEAD_DIM = 2  # RoPE rotates pairs: a head needs at least two dimensions
+# RoPE rotates pairs (>= 2), and dynamic NTK scaling raises its base to dim / (dim - 2): head dim 2 divides
+# by zero (ZeroDivisionError in _compute_dynamic_ntk_parameters, measured); real checkpoints use >= 32.
+MIN_HEAD_DIM = 4
 
 NAME_ROLES = {
     **{name: "layers" for name in LAYER_NAMES},
@@ -38,6 +40,16 @@ NAME_ROLES = {
     **{name: "ffn" for name in FFN_NAMES},
     **{name: "eps" for name in EPS_NAMES},
 }
+
+# Layer counts drawn together (one draw sets every name of a group) by the shape-contract test only. Why: the shape contract
+# (zoo/contract.py) reads one layer count per model for both stacks (decoder and encoder hidden
+# states, CLIP's two towers); drawn apart, decoder_layers=1 fails as "missing decoder_hidden_states.2"
+# (measured on whisper, t5, bart, clip). Remove a group once the contract reads each stack's count.
+DRAWN_TOGETHER = (
+    ("encoder_layers", "decoder_layers"),
+    ("num_layers", "num_decoder_layers"),
+    ("text_config.num_hidden_layers", "vision_config.num_hidden_layers"),
+)
 
 # -- never drawn -----------------------------------------------------------------------------------
 NOT_DRAWN = {
@@ -91,8 +103,10 @@ def t5_max_distance(config: dict) -> tuple[int, ...]:
 
 
 def t5_feed_forward(config: dict) -> tuple[str, ...]:
-    """T5 takes `"{gated-}<activation>"`; discovery already draws the plain activations."""
-    return ("gated-gelu", "gated-silu", "gated-relu", "gated-gelu_new")
+    """T5 takes `"{gated-}<activation>"`: every ACT2FN name, plain or gated."""
+    from transformers.activations import ACT2FN
+
+    return tuple(sorted(ACT2FN)) + tuple(f"gated-{name}" for name in sorted(ACT2FN))
 
 
 FAMILY_RULES: dict[str, dict[str, tuple | object]] = {

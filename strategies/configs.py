@@ -155,17 +155,22 @@ def _signature_default(cls, dotted: str) -> Any:
 
 
 @st.composite
-def config_overrides(draw, config_class, defaults: dict, *, only: tuple[str, ...] | None = None):
+def config_overrides(draw, config_class, defaults: dict, *, only: tuple[str, ...] | None = None,
+                     together: tuple[tuple[str, ...], ...] = ()):
     """`{dotted name: value}`: some dimensions of `config_class` changed from `defaults`.
 
     Each dimension is `None` (keep the default; shrinks there) or one value other than the
-    default; `only` restricts the draw to the named dimensions. Dependent values (kv heads of the
-    drawn head count) are computed from the config drawn so far.
+    default; `only` restricts the draw to the named dimensions; each group of `together` (e.g.
+    `config_rules.DRAWN_TOGETHER`) is drawn once, its first name's value set on every name. Dependent
+    values (kv heads of the drawn head count) are computed from the config drawn so far.
     """
     cls = _config_class(config_class)
     overrides: dict[str, Any] = {}
+    follows = {name: group[0] for group in together for name in group[1:]}
     for dim in dimensions(cls, defaults):
         if only is not None and dim.name not in only:
+            continue
+        if dim.name in follows:  # set with the first name of its group
             continue
         effective = apply_overrides(defaults, overrides)
         prefix, _, leaf = dim.name.rpartition(".")
@@ -182,6 +187,9 @@ def config_overrides(draw, config_class, defaults: dict, *, only: tuple[str, ...
         value = draw(st.none() | st.sampled_from(options), label=dim.name)
         if value is not None:
             overrides[dim.name] = value
+    for follower, leader in follows.items():
+        if leader in overrides and any(d.name == follower for d in dimensions(cls, defaults)):
+            overrides[follower] = overrides[leader]
     return overrides
 
 

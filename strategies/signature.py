@@ -75,6 +75,23 @@ def _plan_pixel_values(model, params):
     return None
 
 
+def _plan_patch_grid(model, params):
+    """Qwen-VL style towers take images as flat patch rows plus a (t, h, w) grid per image; h and w
+    are multiples of the spatial merge, each row holds channels x temporal patch x patch x patch values."""
+    if "image_grid_thw" not in params:
+        return None
+    vision = _vision_config(model.config)
+    patch = int(_cfg(vision, "patch_size", default=8))
+    temporal = int(_cfg(vision, "temporal_patch_size", default=1))
+    merge = int(_cfg(vision, "spatial_merge_size", "merge_size", default=1))
+    channels = int(_cfg(vision, "in_channels", "num_channels", "in_chans", default=3))
+    return {"patch_grid": (1, 2 * merge, 2 * merge), "patch_dim": channels * temporal * patch * patch}
+
+
+def _plan_mm_token_types(model, params):
+    return {} if "mm_token_type_ids" in params else None  # 1 where an image token sits (M-RoPE positions)
+
+
 def _plan_pixel_mask(model, params):
     return {} if "pixel_mask" in params and "pixel_values" in params else None  # DETR family: all pixels real
 
@@ -97,7 +114,7 @@ def _plan_input_values(model, params):
     return {"waveform_samples": (low, max(WAVEFORM_MAX, 4 * low))}
 
 
-def _plan_placeholders(model, params):
+def _plan_placeholders(model, params, plan):
     """Multimodal LMs: the text must hold one image-token id per image feature, per image."""
     config = model.config
     token = _cfg(config, "image_token_id", "image_token_index")
@@ -105,10 +122,21 @@ def _plan_placeholders(model, params):
         return None
     from zoo.catalog import placeholder_tokens  # measured once with the model (see the module docstring)
 
-    count = placeholder_tokens(model, _pixel_shape(model))
+    # image_sizes is optional for most towers (LLaVA reads it only for Pixtral): give it only where
+    # the model cannot do without it
+    planned = plan["signature_inputs_so_far"]
+    without = {**plan, "signature_inputs_so_far": tuple(n for n in planned if n != "image_sizes")}
+    count, drop = placeholder_tokens(model, trial_images(without)), ("image_sizes",)
+    if count is None and "image_sizes" in planned:
+        count, drop = placeholder_tokens(model, trial_images(plan)), ()
     if not count:
         return None
-    return {"image_token_id": int(token), "image_tokens": int(count)}
+    out = {"image_token_id": int(token), "image_tokens": int(count), "drop_signature_inputs": drop}
+    start, end = _cfg(config, "vision_start_token_id"), _cfg(config, "vision_end_token_id")
+    if start is not None:  # Qwen-VL style: the run sits between vision start and end ids
+        out["image_run_prefix"] = (int(start),)
+        out["image_run_suffix"] = (int(end),) if end is not None else ()
+    return out
 
 
 def _plan_eos(model, params):
@@ -123,13 +151,31 @@ def _plan_eos(model, params):
 
 RULES = {
     "pixel_values": _plan_pixel_values,
+    "image_grid_thw": _plan_patch_grid,
     "pixel_mask": _plan_pixel_mask,
     "image_sizes": _plan_image_sizes,
     "bbox": _plan_bbox,
     "input_values": _plan_input_values,
     "image_placeholders": _plan_placeholders,
     "eos_at_end": _plan_eos,
+    "mm_token_type_ids": _plan_mm_token_types,
 }
+_NEEDS_PLAN = {"image_placeholders"}  # rules that read what the earlier rules planned
+
+
+def trial_images(plan: dict) -> dict:
+    """One all-zero image in the layout the plan draws (for measuring placeholder counts)."""
+    if "patch_grid" in plan:
+        t, h, w = plan["patch_grid"]
+        return {"pixel_values": np.zeros((t * h * w, plan["patch_dim"]), np.float32),
+                "image_grid_thw": np.array([[t, h, w]], dtype=np.int64)}
+    c, h, w = plan["pixel_shape"]
+    out = {"pixel_values": np.zeros((1, c, h, w), np.float32)}
+    if "image_sizes" in plan["signature_inputs_so_far"]:
+        out["image_sizes"] = np.array([[h, w]], dtype=np.int64)
+    if "pixel_mask" in plan["signature_inputs_so_far"]:
+        out["pixel_mask"] = np.ones((1, h, w), dtype=np.int64)
+    return out
 # Ids the text must not hold unless the matching media is given (their mismatch is refused).
 RESERVED_ID_NAMES = ("image_token_id", "image_token_index", "video_token_id", "video_token_index",
                      "audio_token_id", "audio_token_index", "boi_token_index", "eoi_token_index",
@@ -143,10 +189,14 @@ def signature_plan(model) -> dict:
     plan: dict = {"accepts": tuple(names)}
     wanted = []
     for name, rule in RULES.items():
-        data = rule(model, params)
+        plan["signature_inputs_so_far"] = tuple(wanted)
+        data = rule(model, params, plan) if name in _NEEDS_PLAN else rule(model, params)
         if data is not None:
             wanted.append(name)
             plan.update(data)
+    del plan["signature_inputs_so_far"]
+    dropped = plan.pop("drop_signature_inputs", ())
+    wanted = [n for n in wanted if n not in dropped]
     config = model.config
     reserved = {int(v) for n in RESERVED_ID_NAMES for c in (config, getattr(config, "text_config", None)) if c is not None
                 for v in [c.__dict__.get(n)] if isinstance(v, int) and not isinstance(v, bool)}
@@ -165,15 +215,15 @@ def _rows(inputs) -> int | None:
     return None
 
 
-def _insert_runs(ids, mask, token: int, count: int, side: str):
-    """Put `count` copies of `token` in front of each row's real tokens, keeping the padding side."""
+def _insert_runs(ids, mask, run, side: str):
+    """Put the ids `run` in front of each row's real tokens, keeping the padding side."""
     rows, width = ids.shape
     real = [ids[r][mask[r] == 1] for r in range(rows)]
-    longest = max(len(x) for x in real) + count
+    longest = max(len(x) for x in real) + len(run)
     new_ids = np.full((rows, longest), ids[mask == 0][0] if (mask == 0).any() else 0, dtype=np.int64)
     new_mask = np.zeros((rows, longest), dtype=np.int64)
     for r, tokens in enumerate(real):
-        row = np.concatenate([np.full(count, token, dtype=np.int64), tokens])
+        row = np.concatenate([np.asarray(run, dtype=np.int64), tokens])
         where = slice(longest - len(row), longest) if side == "left" else slice(0, len(row))
         new_ids[r, where], new_mask[r, where] = row, 1
     return new_ids, new_mask
@@ -194,14 +244,20 @@ def signature_inputs(draw, spec, inputs: dict):
         n = draw(st.integers(low, high), label="waveform samples")
         out["input_values"] = draw(dense_floats((rows, n), -1.0, 1.0), label="waveform")
         event("signature: raw waveform")
-    if "pixel_values" in names:
+    if "image_grid_thw" in names:
+        t, h, w = extra["patch_grid"]
+        if "image_grid_thw" not in out:
+            out["pixel_values"] = draw(dense_floats((rows * t * h * w, extra["patch_dim"]), -3.0, 3.0),
+                                       label="patch rows (signature)")
+            out["image_grid_thw"] = np.tile(np.array([[t, h, w]], dtype=np.int64), (rows, 1))
+    elif "pixel_values" in names:
         shape = tuple(extra["pixel_shape"])
         current = out.get("pixel_values")
         if current is None or tuple(np.shape(current)[1:]) != shape or (
             "image_placeholders" in names and np.shape(current)[0] != rows
         ):
             out["pixel_values"] = draw(dense_floats((rows, *shape), -3.0, 3.0), label="pixels (signature)")
-    images = int(np.shape(out["pixel_values"])[0]) if "pixel_values" in out else rows
+    images = rows if "image_grid_thw" in names else int(np.shape(out["pixel_values"])[0]) if "pixel_values" in out else rows
     if "pixel_mask" in names and "pixel_values" in out:
         _, h, w = np.shape(out["pixel_values"])[1:]
         out["pixel_mask"] = np.ones((images, h, w), dtype=np.int64)
@@ -220,7 +276,8 @@ def signature_inputs(draw, spec, inputs: dict):
         ids, mask = out["input_ids"], out.get("attention_mask", np.ones_like(out["input_ids"]))
         if (ids == token).sum() != count * rows:
             side = "left" if (mask[:, 0] == 0).any() else "right"
-            out["input_ids"], new_mask = _insert_runs(ids, mask, token, count, side)
+            run = (*extra.get("image_run_prefix", ()), *[token] * count, *extra.get("image_run_suffix", ()))
+            out["input_ids"], new_mask = _insert_runs(ids, mask, run, side)
             if "attention_mask" in out:
                 out["attention_mask"] = new_mask
             event("signature: image placeholder run")
@@ -230,6 +287,8 @@ def signature_inputs(draw, spec, inputs: dict):
             last = np.flatnonzero(mask[r])[-1]
             ids[r, last] = extra["eos_token_id"]
         out["input_ids"] = ids
+    if "mm_token_type_ids" in names and "input_ids" in out and "image_token_id" in extra:
+        out["mm_token_type_ids"] = (out["input_ids"] == extra["image_token_id"]).astype(np.int64)
     if "bbox" in names and "input_ids" in out:
         b, length = np.shape(out["input_ids"])
         corners = draw(arrays(np.int64, (b, length, 2, 2), elements=st.integers(0, extra["bbox_max"])), label="bbox")

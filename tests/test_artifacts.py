@@ -212,7 +212,7 @@ def test_repro_rebuilds_zoo_models_and_replays_every_foundation_kind(tmp_path):
     subject = healthy("gpt2")
     inputs = {"input_ids": torch.tensor([[0, 5, 7], [3, 1, 2]]).numpy(),
               "attention_mask": torch.tensor([[0, 1, 1], [1, 1, 1]]).numpy()}
-    for prop, kind in (("finite", "finite"), ("determinism", "same_twice"), ("shape contract", "shapes"),
+    for prop, kind in (("finite", "judge"), ("determinism", "same_twice"), ("shape contract", "judge"),
                        ("save/load round trip", "save_load")):
         folder, meta, tensors, repro = _artifact(tmp_path / kind, subject, inputs, prop=prop)
         assert meta["replay"]["kind"] == kind

@@ -7,6 +7,8 @@ its own RNG), runs the property's own check and strategy until it fails, and che
 the shrunk input. Each control runs the same search on the healthy model and finds nothing.
 """
 
+import functools
+
 import pytest
 import torch
 from transformers import AttentionInterface
@@ -17,6 +19,7 @@ from properties import test_gradients as grads
 from properties import test_precision as precision
 from strategies.batches import model_inputs
 from tests.planted import breakable, expect_caught, expect_passes, healthy
+from zoo.compat import CHECKPOINTING_ENTRY_POINT
 
 
 # -- adapters: the cache and half-precision checks take more than one drawn value ---------------------
@@ -47,6 +50,7 @@ def _shift_cached_positions(model):
     """Off-by-one cache offset: a call that continues a cache numbers its tokens from cache length + 1."""
     forward = model.forward
 
+    @functools.wraps(forward)  # keeps the forward's signature: the subject reads it (e.g. the cache's name)
     def shifted(*args, position_ids=None, **kwargs):
         past = kwargs.get("cache", kwargs.get("past_key_values"))
         if past is not None and past.get_seq_length() > 0 and position_ids is not None:
@@ -201,11 +205,11 @@ def _reentrant_checkpointing(model):
     `enable_input_require_grads`. With frozen input embeddings (the usual adapter fine-tuning setup) no
     input of a checkpointed layer requires grad, so the layers' weights silently get no gradient."""
 
-    def enable(self, activation_checkpointing_kwargs=None, *args, **kwargs):
-        return super(type(self), self)._activation_checkpointing_enable({"use_reentrant": True}, *args, **kwargs)
+    def enable(self, gradient_checkpointing_kwargs=None, *args, **kwargs):
+        return getattr(super(type(self), self), CHECKPOINTING_ENTRY_POINT)({"use_reentrant": True}, *args, **kwargs)
 
     model.get_input_embeddings().requires_grad_(False)
-    return _subclass(model, "Reentrant", _activation_checkpointing_enable=enable,
+    return _subclass(model, "Reentrant", **{CHECKPOINTING_ENTRY_POINT: enable},
                      enable_input_require_grads=lambda self: None)
 
 

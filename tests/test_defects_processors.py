@@ -201,7 +201,7 @@ def test_encode_errors_catch_a_crash_on_valid_text():
 
 
 def test_encode_errors_on_healthy_tokenizers_are_only_the_recorded_finding():
-    """The control: on the healthy tokenizer the only failure is the empty batch (see xfails.toml)."""
+    """The control: on the healthy tokenizer the only failure is the empty batch (see findings.toml)."""
     failure = failure_of(tok_props.check_encode_errors,
                          tok_props._texts_for(tokenizer("bert")) | tok_props.non_text_inputs(), healthy("bert"))
     assert failure is not None and failure.example == [] and "IndexError" in failure.message
@@ -273,7 +273,7 @@ def test_pixel_values_pass_healthy_processors():
     for name in ("vit", "clip"):
         for form in ("RGB", "array RGB"):
             expect_passes(image_props.check_pixel_values, image_props.image_cases(form), healthy(name))
-    for form in image_props.FORMS:  # CLIP converts every mode except float RGBA arrays (xfails.toml)
+    for form in image_props.FORMS:  # CLIP converts every mode except float RGBA arrays (findings.toml)
         if form != "array RGBA":
             expect_passes(image_props.check_pixel_values, image_props.image_cases(form), healthy("clip"))
 
@@ -285,7 +285,7 @@ def _transposing_array_reader(original, images=None, *args, **kwargs):
     return original(images, *args, **kwargs)
 
 
-# Heights and widths of 5 or more: clear of the recorded ambiguity of heights 1, 3 and 4 (xfails.toml).
+# Heights and widths of 5 or more: clear of the recorded ambiguity of heights 1, 3 and 4 (findings.toml).
 UNAMBIGUOUS = images(min_side=5, max_side=image_props.LAYOUT_MAX_SIDE, modes=("RGB",), layouts=("channels_last",),
                      dtypes=("uint8",))
 
@@ -398,7 +398,7 @@ def test_audio_properties_pass_healthy_extractor():
 
 @pytest.mark.parametrize("name", ["bert", "roberta", "clip", "llama", "t5", "whisper"])
 def test_truncation_below_template_is_the_recorded_finding(name):
-    """Upstream: max_length below the template size is ignored (recorded in xfails.toml); the check sees it."""
+    """Upstream: max_length below the template size is ignored (recorded in findings.toml); the check sees it."""
     failure = expect_caught(tok_props.check_truncation, tok_props.truncation_cases(healthy(name), below_template=True),
                             healthy(name), says=(f"[{name}] tokenizer truncation", "more than"))
     assert failure.example[1] < sum(map(len, tok_props.template(tokenizer(name))))

@@ -378,3 +378,105 @@ def test_a_batch_mixing_repro_runs_alone_in_a_fresh_process(tmp_path):
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert "[vit] batch invariance (item" in broken.stdout and "max abs diff" in broken.stdout
     assert healthy_run.returncode == 0, healthy_run.stdout + healthy_run.stderr
+
+
+# -- processors: replayed from the stored raw input with the processor saved in the artifact -------
+def _tok(name):
+    from properties.test_tokenizers import tokenizer_of
+
+    return tokenizer_of(breakable(name))
+
+
+def _processor_cases():
+    from properties import test_audio_features as audio
+    from properties import test_image_processors as image
+    from properties import test_tokenizers as tok
+    from tests import test_defects_processors as planted_processors
+    from tests.test_defects_processors import patched
+
+    def drop_format(original, ids, **kwargs):
+        import unicodedata
+
+        return "".join(c for c in original(ids, **kwargs) if unicodedata.category(c) != "Cf")
+
+    def skip_rescale(original, image_, *args, **kwargs):
+        import numpy as np
+
+        return image_.astype(np.float32)
+
+    return [
+        ("tokenizer round trip", tok.test_text_encoding, "gpt2", "tokenizer",
+         lambda p: patched(p, decode=drop_format), {}),
+        ("tokenizer truncation", tok.test_truncation, "bert", "tokenizer",
+         lambda p: patched(p, __call__=planted_processors._truncate_one_too_many), {}),
+        ("tokenizer batch", tok.test_batch_and_padding, "gpt2", "tokenizer",
+         lambda p: patched(p, __call__=planted_processors._strip_in_batches), {}),
+        ("tokenizer errors", tok.test_decode_errors, "gpt2", "tokenizer",
+         lambda p: patched(p, decode=planted_processors._lookup_table_decode), {}),
+        ("image pixel values", image.test_pixel_values, "vit", "image_processor",
+         lambda p: patched(p, rescale=skip_rescale), {"form": "array RGB"}),
+        ("audio features", audio.test_features, "whisper", "feature_extractor",
+         lambda p: patched(p, __call__=planted_processors._peak_normalized), {}),
+        ("audio sampling rate", audio.test_wrong_sampling_rate, "whisper", "feature_extractor",
+         lambda p: patched(p, __call__=lambda original, raw, *a, **k: original(raw, *a, **{**k, "sampling_rate": None})),
+         {}),
+    ]
+
+
+PROCESSOR_CASES = _processor_cases()
+
+
+def replay_processor(folder: Path, plant=None) -> tuple[int, str]:
+    """(exit code, printed text) of repro.py with `plant` applied to the processor it loads."""
+    repro = load_repro(folder)
+    if plant is not None:
+        load = repro.load_processor
+        repro.load_processor = lambda meta: plant(load(meta))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = repro.main(["repro.py", str(folder)])
+    return code, out.getvalue()
+
+
+@pytest.mark.parametrize("family, test, name, part, plant, fixtures", PROCESSOR_CASES, ids=[c[0] for c in PROCESSOR_CASES])
+def test_processor_repro_exits_1_with_the_defect_and_0_without(tmp_path, family, test, name, part, plant, fixtures):
+    import shutil
+
+    from zoo.subject import Subject
+
+    original = breakable(name)
+    healthy_part = getattr(original.processor, part, original.processor)
+    subject = Subject(original.spec, original.model, plant(healthy_part))
+    folder = failing_artifact(tmp_path, test, subject, **fixtures)
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    assert meta["replay"]["kind"] == "processor", meta["replay"]
+    # the checkpoint ships the healthy processor files; the defect is in the code that runs them
+    shutil.rmtree(folder / "processor")
+    healthy_part.save_pretrained(folder / "processor")
+    with_defect, said = replay_processor(folder, plant)
+    assert with_defect == 1, said
+    without, said_healthy = replay_processor(folder)
+    assert without == 0, said_healthy
+
+
+# -- performance: re-measured against the stored baseline ---------------------------------------------
+def test_latency_repro_exits_1_when_slower_than_the_baseline_and_0_without(tmp_path):
+    from properties import test_perf as perf
+    from tests.test_defects_perf import recorded_baselines
+
+    baselines = recorded_baselines("distilbert")
+
+    def slow(model):  # the forward runs four times (a duplicated call in a loop): same outputs, 4x the time
+        forward = model.forward
+        model.forward = lambda *a, **k: [forward(*a, **k) for _ in range(4)][-1]
+        return model
+
+    subject = breakable("distilbert")
+    slow(subject.model)
+    folder = failing_artifact(tmp_path, perf.test_latency_within_baseline, subject, perf_baselines=baselines)
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    assert meta["replay"]["kind"] == "perf" and meta["replay"]["baseline"] > 0, meta["replay"]
+    with_defect, said = replay(folder, slow)
+    assert with_defect == 1, said
+    without, said_healthy = replay(folder)
+    assert without == 0, said_healthy

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import gc
 import importlib
 import json
 import re
 import sys
 import time
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -103,7 +105,13 @@ SIZE_RULES: dict[str, int] = {
     "relative_attention_num_buckets": 8,
     "relative_attention_max_distance": 16,
     "pretrain_image_size": IMAGE,
+    "rotary_dim": 8,  # at most head_dim (32 / 4 heads)
+    "num_groups": 2,  # group norms over the tiny channel counts (8, 16, ...)
 }
+# Mixture-of-experts widths: grouped matmuls need 16-byte strides, so expert widths are a multiple
+# of 4 (37 would fail with "strides should be multiple of 16 bytes").
+MOE_FFN = 32
+EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 # Per-stage lists of CNN/hierarchical vision models: stage count kept, each value made small.
 STAGE_LIST_RULES: dict[str, object] = {
     "depths": lambda i, v: min(v, 2),
@@ -254,7 +262,7 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _shrink_value(name: str, value, layers_before: int | None):
+def _shrink_value(name: str, value, layers_before: int | None, list_lengths=frozenset()):
     """The tiny value of one attribute, or `value` unchanged when no rule applies."""
     if _is_int(value):
         if name in NOT_SIZES:
@@ -270,8 +278,12 @@ def _shrink_value(name: str, value, layers_before: int | None):
             return min(value, FFN)
         if name.endswith(("_hidden_size", "_hidden_dim", "_embed_dim", "_channels")) and value > HIDDEN:
             return HIDDEN
+        if name.endswith("_head_dim") and value > 8:
+            return 8
+        if name.endswith(("_dim", "_size")) and value > 2 * MAX_POSITIONS and not name.startswith(("max_", "vocab")):
+            return HIDDEN  # some other width (projector in/out, adapter, codebook): far larger than the tiny model
         if name.endswith(("_num_layers", "_layers")) and not name.startswith(("max_", "first_")) and value > LAYERS:
-            return LAYERS
+            return LAYERS if value not in list_lengths else value  # a count of a list's entries stays
         return value
     if isinstance(value, (list, tuple)) and value and all(_is_int(v) for v in value):
         if name in ("image_size", "patch_size", "pretrain_image_size") and len(value) <= 3:
@@ -315,31 +327,47 @@ def _remap_ids(kwargs: dict, current: dict, vocab: int) -> None:
 
 
 def _rope(value, head_dim: int):
-    """rope parameters: an mrope section (parts of head_dim / 2) scaled to the tiny head_dim."""
-    if not isinstance(value, dict) or "mrope_section" not in value:
+    """rope parameters at the tiny sizes: an mrope section (parts of head_dim / 2) scaled, per-frequency
+    factor lists (longrope) cut to head_dim / 2, the original context no longer than the tiny one."""
+    if not isinstance(value, dict):
         return value
-    section = list(value["mrope_section"])
-    half, total = head_dim // 2, sum(section)
-    scaled = [max(1, s * half // total) for s in section]
-    scaled[-1] += half - sum(scaled)
-    return {**value, "mrope_section": scaled}
+    out = dict(value)
+    half = head_dim // 2
+    if "mrope_section" in out and out["mrope_section"]:
+        section = list(out["mrope_section"])
+        total = sum(section)
+        scaled = [max(1, s * half // total) for s in section]
+        scaled[-1] += half - sum(scaled)
+        out["mrope_section"] = scaled
+    for key in ("short_factor", "long_factor"):
+        if isinstance(out.get(key), (list, tuple)) and len(out[key]) > half:
+            out[key] = list(out[key][:half])
+    if _is_int(out.get("original_max_position_embeddings")) and out["original_max_position_embeddings"] > MAX_POSITIONS:
+        out["original_max_position_embeddings"] = MAX_POSITIONS // 2
+    return out if out != value else value
 
 
-def shrink_kwargs(config) -> dict:
+def shrink_kwargs(config, overrides: dict | None = None) -> dict:
     """Config kwargs that make `config` (a default config instance) tiny by the generic rules."""
     cls = type(config)
     declared = _declared_defaults(cls)
     current = dict(config.__dict__)
     layers_before = _layer_count(current)
+    # lengths of the config's non-per-layer lists (conv stacks): counts of their entries are kept
+    lengths = frozenset(len(v) for v in current.values() if isinstance(v, (list, tuple)) and len(v) != layers_before)
     kwargs: dict = {}
     for name, value in current.items():
         if name.startswith("_") or name in ("id2label", "label2id", "architectures", "transformers_version"):
             continue
         if name in declared and declared[name] is None and not isinstance(value, dict):
             continue  # post-init derives it (head_dim, kv heads, layer_types): let it see the tiny sizes
-        new = _shrink_value(name, value, layers_before)
+        new = _shrink_value(name, value, layers_before, lengths)
         if new is not value and new != value:
             kwargs[name] = new
+    if any(_is_int(current.get(k)) and current[k] > 1 for k in EXPERT_COUNTS):
+        for key, value in kwargs.items():
+            if value == FFN:
+                kwargs[key] = MOE_FFN
     merged = {**current, **kwargs}
     vocab = merged.get("vocab_size") if _is_int(merged.get("vocab_size")) else VOCAB
     _remap_ids(kwargs, merged, vocab)
@@ -356,18 +384,29 @@ def shrink_kwargs(config) -> dict:
             kwargs["rope_parameters"] = _rope(current["rope_parameters"], kwargs.get("head_dim", hidden // heads))
             if kwargs["rope_parameters"] is current["rope_parameters"]:
                 del kwargs["rope_parameters"]
+    depths, window = merged.get("depths"), merged.get("window_size")
+    if isinstance(depths, (list, tuple)) and _is_int(window) and _is_int(merged.get("patch_size")):
+        # Windowed hierarchical towers (Swin) halve the resolution per stage and break when a stage is
+        # smaller than the window: window 2, and a patch that makes the last stage one window wide.
+        kwargs["window_size"] = window = 2
+        kwargs["patch_size"] = max(1, IMAGE // (window * 2 ** (len(depths) - 1)))
+    if "mrope_section" in getattr(cls, "ignore_keys_at_rope_validation", ()) and heads and hidden:
+        # M-RoPE configs whose modeling code defaults the section to the full-size [16, 24, 24]
+        rope = dict(kwargs.get("rope_parameters", current.get("rope_parameters") or {}))
+        rope.setdefault("mrope_section", [16, 24, 24])
+        kwargs["rope_parameters"] = _rope(rope, kwargs.get("head_dim", hidden // heads))
     for key, sub in _sub_configs(config):
-        kwargs[key] = shrink_config(sub)
+        nested = (overrides or {}).get(key)
+        kwargs[key] = shrink_config(sub, nested if isinstance(nested, dict) else None)
     return kwargs
 
 
 def shrink_config(config, overrides: dict | None = None):
     """A tiny copy of `config` (sub-configs shrunk by the same rules), `overrides` applied last."""
-    kwargs = shrink_kwargs(config)
+    kwargs = shrink_kwargs(config, overrides)
+    subs = dict(_sub_configs(config))
     for key, value in (overrides or {}).items():
-        if isinstance(value, dict) and key in kwargs and not isinstance(kwargs[key], dict):
-            kwargs[key] = type(kwargs[key])(**{**kwargs[key].to_dict(), **value})  # edit a sub-config
-        else:
+        if not (isinstance(value, dict) and key in subs):  # sub-config edits were applied inside
             kwargs[key] = value
     return type(config)(**kwargs)
 
@@ -382,7 +421,10 @@ class NotBuilt(Exception):
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    line = lines[0] if lines else ""
+    if line.startswith("Class validation error") and len(lines) > 1:  # @strict configs: the validator's own words
+        line = f"{line.split(chr(39))[1] if chr(39) in line else 'validation'}: {lines[1]}"
     return f"{type(exc).__name__}: {line[:300]}"
 
 
@@ -429,29 +471,50 @@ def split_id(name: str) -> tuple[str, str]:
     raise KeyError(f"not a catalogue id: {name}")
 
 
-_BUILT: dict[str, object] = {}
+_FAILED: dict[str, NotBuilt] = {}  # every failure is kept: a broken model costs its build once per process
+KEEP_BUILT = 8  # built subjects kept per process (a sweep holds hundreds of models: memory, not time, binds)
 
 
 def build_model(name: str):
-    """The tiny seeded model of a catalogue id, in eval mode; built once per process."""
-    if name in _BUILT:
-        if isinstance(_BUILT[name], NotBuilt):
-            raise _BUILT[name]
-        return _BUILT[name]
+    """The tiny seeded model of a catalogue id, in eval mode (a fresh build; subjects are cached)."""
+    if name in _FAILED:
+        raise _FAILED[name]
     try:
-        model = _build(name)
+        return _build(name)
     except NotBuilt as exc:
-        _BUILT[name] = exc
+        _FAILED[name] = exc
         raise
-    _BUILT[name] = model
-    return model
+
+
+def _pad_for_classifier(config) -> None:
+    """Sequence classifiers of decoder-only models pool at the last non-pad token and raise for
+    batches > 1 without a pad id (transformers refuses); give them eos as pad, as GPT-2 users do."""
+    for cfg in {id(c): c for c in (config, config.get_text_config())}.values():
+        if cfg.__dict__.get("pad_token_id") is None:
+            eos = cfg.__dict__.get("eos_token_id")
+            cfg.pad_token_id = (eos[0] if isinstance(eos, (list, tuple)) else eos) if eos is not None else 0
+
+
+# variant -> config change every model of that variant needs (each function says why)
+VARIANT_CONFIG = {"seq-cls": _pad_for_classifier}
+
+
+def variant_config(model_type: str, variant: str):
+    """The tiny config of one variant: the type's tiny config, with the variant's rule applied to a copy."""
+    import copy
+
+    config = tiny_config(model_type)
+    if variant in VARIANT_CONFIG:
+        config = copy.deepcopy(config)
+        VARIANT_CONFIG[variant](config)
+    return config
 
 
 def _build(name: str):
     import torch
 
-    model_type, _, class_name = _variant_class(name)
-    config = tiny_config(model_type)
+    model_type, variant, class_name = _variant_class(name)
+    config = variant_config(model_type, variant)
     try:
         cls = model_class(model_type, class_name)
     except Exception as exc:  # noqa: BLE001
@@ -536,17 +599,22 @@ def expand_registry_arg(arg: str) -> list[CatalogRef]:
 
 
 # -- subjects and the smoke ------------------------------------------------------------------------
-def smoke_inputs(spec):
-    """The one deterministic example the smoke feeds: the minimal draw of the suite's own strategy."""
-    from hypothesis import HealthCheck, find, settings
-
+def inputs_strategy(spec):
+    """The suite's own model inputs for a spec, completed from its signature plan."""
     from strategies.batches import model_inputs
     from strategies.signature import signature_inputs
 
     strategy = model_inputs(spec)
     if spec.extra.get("signature_inputs"):  # idempotent: harmless once model_inputs applies it itself
         strategy = strategy.flatmap(lambda inputs: signature_inputs(spec, inputs))
-    return find(strategy, lambda _: True,
+    return strategy
+
+
+def smoke_inputs(spec):
+    """The one deterministic example the smoke feeds: the minimal draw of the suite's own strategy."""
+    from hypothesis import HealthCheck, find, settings
+
+    return find(inputs_strategy(spec), lambda _: True,
                 settings=settings(database=None, derandomize=True, max_examples=1,
                                   suppress_health_check=list(HealthCheck)))
 
@@ -566,8 +634,8 @@ class _Captured(Exception):
     pass
 
 
-def placeholder_tokens(model, pixel_shape) -> int | None:
-    """How many image-token ids one image of `pixel_shape` needs in the text, measured with one trial
+def placeholder_tokens(model, images: dict) -> int | None:
+    """How many image-token ids one image (`images`: its arrays, see `trial_images`) needs in the text, measured with one trial
     forward (transformers' `get_placeholder_mask` compares the features with the ids); None if the
     trial cannot reach that check, 0 if the model needs none."""
     import inspect
@@ -593,13 +661,7 @@ def placeholder_tokens(model, pixel_shape) -> int | None:
         if hasattr(type(module), "get_placeholder_mask"):
             patched.append(module)
             module.get_placeholder_mask = wrap(module.get_placeholder_mask)
-    params = inspect.signature(model.forward).parameters
-    c, h, w = pixel_shape
-    kwargs = {"input_ids": torch.zeros(1, 1, dtype=torch.long), "pixel_values": torch.zeros(1, c, h, w)}
-    if "image_sizes" in params:
-        kwargs["image_sizes"] = torch.tensor([[h, w]])
-    if "pixel_mask" in params:
-        kwargs["pixel_mask"] = torch.ones(1, h, w, dtype=torch.long)
+    kwargs = {"input_ids": torch.zeros(1, 1, dtype=torch.long), **{k: torch.from_numpy(v) for k, v in images.items()}}
     try:
         with torch.no_grad():
             model(**kwargs)
@@ -613,23 +675,31 @@ def placeholder_tokens(model, pixel_shape) -> int | None:
             del module.get_placeholder_mask
 
 
-_SUBJECTS: dict[str, object] = {}
+_SUBJECTS: "OrderedDict[str, object]" = OrderedDict()
 
 
-def build_catalog_subject(name: str):
+def build_catalog_subject(name: str, *, keep: bool = True):
     """The subject of a catalogue id after a smoke (build + one forward on the suite's own inputs).
 
-    Raises NotBuilt with the stage (config, import, build, spec, inputs, forward) and the reason;
-    both outcomes are kept, so a broken model costs its build once per process.
+    Raises NotBuilt with the stage (config, import, build, spec, inputs, forward) and the reason.
+    Failures are kept for the whole process; the last `KEEP_BUILT` subjects are kept (tests of one
+    model run together, `--dist loadgroup` under xdist), so a sweep's memory stays flat.
     """
-    if name not in _SUBJECTS:
-        try:
-            _SUBJECTS[name] = _smoked_subject(name)
-        except NotBuilt as exc:
-            _SUBJECTS[name] = exc
-    if isinstance(_SUBJECTS[name], NotBuilt):
-        raise _SUBJECTS[name]
-    return _SUBJECTS[name]
+    if name in _FAILED:
+        raise _FAILED[name]
+    if name in _SUBJECTS:
+        _SUBJECTS.move_to_end(name)
+        return _SUBJECTS[name]
+    try:
+        subject = _smoked_subject(name)
+    except NotBuilt as exc:
+        _FAILED[name] = exc
+        raise
+    if keep:
+        _SUBJECTS[name] = subject
+        while len(_SUBJECTS) > KEEP_BUILT:
+            _SUBJECTS.popitem(last=False)
+    return subject
 
 
 def _smoked_subject(name: str):
@@ -674,13 +744,15 @@ def probe(names: list[str], *, forward: bool = True, progress=None) -> dict:
     for i, name in enumerate(names):
         start = time.perf_counter()
         try:
-            build_catalog_subject(name) if forward else build_model(name)
-            row = {"stage": "ok"}
+            built = build_catalog_subject(name, keep=False).model if forward else build_model(name)
+            row = {"stage": "ok", "parameters": sum(p.numel() for p in built.parameters())}
+            del built
         except NotBuilt as exc:
             row = {"stage": exc.stage, "reason": exc.reason}
         except Exception as exc:  # noqa: BLE001 - the probe must list everything, never stop
             row = {"stage": "error", "reason": reason_of(exc)}
         row["seconds"] = round(time.perf_counter() - start, 4)
+        gc.collect()
         row["modality"] = entries()[split_id(name)[0]].modality
         results[name] = row
         if progress:

@@ -9,4 +9,14 @@ reports.
 from __future__ import annotations
 
 # model_type -> {"config": {...}, "reason": "..."} or {"skip": "reason"}
-OVERRIDES: dict[str, dict] = {}
+OVERRIDES: dict[str, dict] = {
+    "mamba2": {"config": {"num_heads": 8, "head_dim": 8},
+               "reason": "validate_architecture: hidden_size * expand (32 * 2) must equal num_heads * head_dim (8 * 8)"},
+    "kyutai_speech_to_text": {"config": {"ffn_dim": 38}, "reason": "validate_architecture: ffn_dim must be even"},
+    "fun_asr_nano": {"config": {"adaptor_config": {"intermediate_size": 8}},
+                     "reason": "validate_architecture: adaptor intermediate_size must equal text hidden_size // 4"},
+    "lw_detr": {"config": {"backbone_config": {"num_windows": 4}},
+                "reason": "validate_architecture: image_size / num_windows must be a multiple of sqrt(num_windows)"},
+    "depth_pro": {"config": {"patch_size": 32},
+                  "reason": "validate_architecture: the image model's image_size (32) must equal the top-level patch_size"},
+}

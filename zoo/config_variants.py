@@ -56,9 +56,11 @@ def build_variant(name: str, overrides: dict, *, attn_implementation: str | None
 
     row = ZOO[name]
     model = build_variant_model(name, overrides, attn_implementation=attn_implementation)
-    spec = spec_for(name, model, seed=row.seed, pipeline_task=row.pipeline_task, max_length=row.max_length)
+    processor = _processor(name)
+    spec = spec_for(name, model, seed=row.seed, pipeline_task=row.pipeline_task, max_length=row.max_length,
+                    processor=processor)
     spec = replace(spec, extra={**spec.extra, "config_overrides": dict(overrides)})
-    return Subject(spec, model, _processor(name))
+    return Subject(spec, model, processor)
 
 
 def model_bytes(model: torch.nn.Module) -> int:
@@ -188,3 +190,33 @@ def accepted_cache_kinds(name: str) -> tuple[str, ...]:
             continue
         accepted.append(kind)
     return tuple(accepted)
+
+
+# -- the README table: `python -m zoo.config_variants` ---------------------------------------------
+def drawn_table() -> str:
+    """A markdown table: per zoo family, the config dimensions and call styles the properties draw."""
+    from strategies.configs import describe
+
+    lines = ["| family | config dimensions drawn (source) | call styles drawn |", "|---|---|---|"]
+    for name, row in ZOO.items():
+        dims = "; ".join(f"{source}: {', '.join(f'`{n}`' for n in names)}"
+                         for source, names in describe(row.config_class, row.config).items())
+        spec = VARIANTS(name, {}).spec
+        styles = ["return_dict"]
+        if spec.has("causal"):
+            styles += ["positions explicit/default", "padding left/right"]
+        kinds = accepted_cache_kinds(name)
+        if kinds:
+            styles += [f"cache {'/'.join(kinds)}", "generate defaults/explicit"]
+        tokenizer = getattr(_processor(name), "tokenizer", _processor(name))
+        if getattr(tokenizer, "pad_token_id", None) is not None:
+            styles += ["tokenizer sides as attribute/argument"]
+        lines.append(f"| {name} | {dims} | {', '.join(styles)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import warnings
+
+    warnings.simplefilter("ignore")
+    print(drawn_table())

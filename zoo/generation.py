@@ -2,8 +2,8 @@
 
 The subject knows which sequence a model decodes (`input_ids` of a causal LM, `decoder_input_ids`
 of an encoder-decoder) and which inputs condition it; properties compare the decodings without
-knowing the model type. transformers 5.24 renames the forward's `past_key_values` argument and
-output to `cache`; this module uses the new name only.
+knowing the model type. The latest 5.x releases rename the forward's `past_key_values` argument and
+output to `cache`; `zoo.compat` gives this release's name.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
+from zoo.compat import cache_kwargs, returned_cache
 from zoo.spec import ModelSpec
 from zoo.subject import Subject, to_tensors
 
@@ -43,7 +44,7 @@ def cached_logits(subject: Subject, inputs: Mapping[str, Any], prefix_length: in
     cache, encoder_outputs, pieces = None, None, []
     for start, stop in zip(bounds, bounds[1:]):
         step = dict(tensors, **{key: sequence[:, start:stop]})
-        extra: dict[str, Any] = {"use_cache": True, "cache": cache}
+        extra: dict[str, Any] = {"use_cache": True, **cache_kwargs(subject.model, cache)}
         if causal_mask is not None:
             step["attention_mask"] = causal_mask[:, :stop]
         if encoder_outputs is not None:
@@ -55,7 +56,7 @@ def cached_logits(subject: Subject, inputs: Mapping[str, Any], prefix_length: in
             kwargs["position_ids"] = kwargs["position_ids"][:, start:stop]
         with torch.no_grad():
             out = subject.model(**kwargs)
-        cache = out.cache
+        cache = returned_cache(out)
         if out.get("encoder_last_hidden_state") is not None:
             encoder_outputs = BaseModelOutput(last_hidden_state=out.encoder_last_hidden_state)
         pieces.append(out.logits)

@@ -3,6 +3,7 @@ extractors, sized to match `zoo/tiny.py`."""
 
 from __future__ import annotations
 
+from zoo.compat import image_processor_class
 from zoo.offline_tokenizers import build_tokenizer
 from zoo.tiny import IMAGE_SIZE, MEL_BINS, SAMPLING_RATE, TinyModel
 
@@ -16,13 +17,11 @@ def build_processor(row: TinyModel):
     if row.processor is None:
         return tokenizer
     if row.processor == "vit":
-        from transformers import ViTImageProcessorPil as ViTImageProcessor
-
-        return ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+        return image_processor_class("ViT")(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     if row.processor == "clip":
-        from transformers import CLIPImageProcessorPil as CLIPImageProcessor, CLIPProcessor
+        from transformers import CLIPProcessor
 
-        images = CLIPImageProcessor(
+        images = image_processor_class("CLIP")(
             size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
         )
         return CLIPProcessor(image_processor=images, tokenizer=tokenizer)

@@ -3,10 +3,11 @@
 CPU kernels may take another code path for data that is not 64-byte aligned (MKL documents that
 its results can change with the arrays' alignment and asks for 64-byte alignment for reproducible
 results). `from_pretrained` memory-maps safetensors, so reloaded weights sit at 8-byte offsets,
-and on CPUs where MKL's path depends on it (measured: an AMD EPYC without AVX-512, or this machine
-with `MKL_ENABLE_INSTRUCTIONS=AVX`) outputs change in the last bit although every weight is
-bit-identical. A comparison that claims bit-identity therefore runs both sides with their data in
-storage of the same alignment: `aligned(subject)` for the weights, `aligned_inputs` for the inputs.
+and where MKL's path depends on it (measured: an AMD EPYC without AVX-512; this machine with
+`MKL_ENABLE_INSTRUCTIONS=AVX`, which makes MKL run its SSE4.2 kernels) outputs change in the last
+bit although every weight is bit-identical. A comparison that claims bit-identity therefore runs
+both sides with their data in storage of the same alignment: `aligned(subject)` for the weights,
+`aligned_inputs` for the inputs.
 `relocated(model, offset)` plants the misaligned case for the suite's own tests.
 """
 

@@ -12,8 +12,28 @@ from typing import Any, Mapping
 
 import torch
 
+from zoo.compat import enable_activation_checkpointing
 from zoo.derived import derived
 from zoo.subject import Subject, flatten_outputs, to_tensors
+
+
+# Train-time randomness that changes which parameters run or which inputs exist, rather than
+# perturbing values like dropout: switched off in training copies, because "every parameter gets a
+# gradient" and "checkpointing gives the same gradients" are not meant to hold across a skipped
+# layer or a masked-out span. (config attribute, neutral value, why)
+STRUCTURAL_RANDOMNESS = (
+    ("layerdrop", 0.0, "LayerDrop skips whole layers at random: their parameters get no gradient"),
+    ("encoder_layerdrop", 0.0, "LayerDrop on the encoder side"),
+    ("decoder_layerdrop", 0.0, "LayerDrop on the decoder side"),
+    ("mask_time_prob", 0.0, "SpecAugment masks time spans and refuses inputs shorter than mask_time_length"),
+    ("mask_feature_prob", 0.0, "SpecAugment masks feature channels"),
+)
+# Modules whose train-mode statistics need more than one value per channel (a batch of one 1x1 map
+# fails in BatchNorm); kept in eval mode (running statistics), as when fine-tuning with frozen norms.
+EVAL_MODE_IN_TRAINING = (torch.nn.modules.batchnorm._BatchNorm,)
+# Parameters that only input masking uses (replacing masked patches or frames when the caller asks
+# for it, or when SpecAugment, switched off above, masks): no plain forward reaches them.
+MASKING_ONLY_PARAMETERS = ("mask_token", "masked_spec_embed")
 
 
 def training_copy(subject: Subject, *, checkpointing: bool = False) -> Subject:
@@ -25,9 +45,16 @@ def training_copy(subject: Subject, *, checkpointing: bool = False) -> Subject:
     def make(original: Subject) -> Subject:
         trained = original.with_model(copy.deepcopy(original.model))
         if checkpointing:
-            # transformers 5 name; `gradient_checkpointing_enable` is its deprecated alias
-            trained.model.activation_checkpointing_enable()
+            enable_activation_checkpointing(trained.model)
+        for module in trained.model.modules():
+            config = getattr(module, "config", None)
+            for attribute, neutral, _why in STRUCTURAL_RANDOMNESS:
+                if config is not None and getattr(config, attribute, None):
+                    setattr(config, attribute, neutral)
         trained.model.train()
+        for module in trained.model.modules():
+            if isinstance(module, EVAL_MODE_IN_TRAINING):
+                module.eval()
         return trained
 
     return derived(subject, f"train, checkpointing={checkpointing}", make)
@@ -73,7 +100,8 @@ def gradients(subject: Subject, inputs: Mapping[str, Any], *, seed: int = 0):
         torch.manual_seed(seed)
         loss = training_loss(subject, inputs)
         loss.backward()
-    grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+    grads = {name: p.grad for name, p in model.named_parameters()
+             if p.requires_grad and name.rsplit(".", 1)[-1] not in MASKING_ONLY_PARAMETERS}
     return loss.detach(), grads
 
 

@@ -1,0 +1,163 @@
+"""The `--model registry` catalogue: shrink rules, selection, seeding, and planted defects.
+
+The planted-defect tests show that the generic builder and feeder cannot hide a defect: a
+catalogue model with items leaking into each other, or with a NaN in its outputs, fails the same
+property check functions (`check_batch_invariance`, `check_finite`) a zoo model fails, through
+the same search (`tests/planted.py`); the healthy catalogue models pass the same searches.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from properties import test_batching as batching
+from properties import test_finite as finite
+from strategies.batches import composed_batches
+from tests.planted import expect_caught, expect_passes, on_output
+from zoo import catalog
+
+# One per way of being fed: plain text (GQA causal LM), a CNN without image_size, a seq-cls head,
+# bbox for a layout model, image placeholder runs for a multimodal LM.
+TEXT_AND_VISION = ["mistral-causal-lm", "convnext-img-cls", "electra-seq-cls"]
+SIGNATURE_FED = ["layoutlm-base", "paligemma-cond-gen"]
+# Items leak 10% of the batch mean into each other: tiny seeded heads give logits of about 1e-2, so
+# the zoo's 0.1% leak would sit below the fp32 tolerance's absolute floor (1e-5) on them.
+MIX = 0.1
+
+
+def fresh(name: str):
+    """A private copy of a catalogue subject that a test may break."""
+    subject = catalog.build_catalog_subject(name)
+    return subject.with_model(copy.deepcopy(subject.model))
+
+
+# -- planted defects -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", TEXT_AND_VISION)
+def test_registry_model_with_items_mixing_fails_batch_invariance(name):
+    subject = fresh(name)
+    on_output(subject.model, lambda out, kwargs: out + MIX * out.mean(dim=0, keepdim=True))
+    expect_caught(batching.check_batch_invariance, composed_batches(subject.spec), subject,
+                  says=(f"[{name}] batch invariance", "max abs diff"))
+
+
+@pytest.mark.parametrize("name", TEXT_AND_VISION)
+def test_healthy_registry_model_passes_batch_invariance(name):
+    subject = catalog.build_catalog_subject(name)
+    expect_passes(batching.check_batch_invariance, composed_batches(subject.spec), subject)
+
+
+def _nan_at_first_row(out, kwargs):
+    out = out.clone()
+    out.view(out.shape[0], -1)[0, 0] = math.nan
+    return out
+
+
+@pytest.mark.parametrize("name", TEXT_AND_VISION + SIGNATURE_FED)
+def test_registry_model_with_nan_fails_finite(name):
+    subject = fresh(name)
+    on_output(subject.model, _nan_at_first_row)
+    expect_caught(finite.check_finite, catalog.inputs_strategy(subject.spec), subject,
+                  says=(f"[{name}] finite", "NaN"))
+
+
+@pytest.mark.parametrize("name", SIGNATURE_FED)
+def test_healthy_signature_fed_model_passes_finite(name):
+    subject = catalog.build_catalog_subject(name)
+    expect_passes(finite.check_finite, catalog.inputs_strategy(subject.spec), subject)
+
+
+def test_signature_feeding_supplies_what_the_model_needs():
+    layout = catalog.build_catalog_subject("layoutlm-base").spec
+    assert "bbox" in layout.extra["signature_inputs"]
+    vlm = catalog.build_catalog_subject("paligemma-cond-gen").spec
+    assert vlm.extra["image_tokens"] > 0 and vlm.extra["image_token_id"] < vlm.vocab_size
+    inputs = catalog.smoke_inputs(vlm)
+    assert (inputs["input_ids"] == vlm.extra["image_token_id"]).sum() == vlm.extra["image_tokens"] * len(
+        inputs["pixel_values"])
+    box = catalog.smoke_inputs(layout)["bbox"]
+    assert (box[..., 0] <= box[..., 2]).all() and (box[..., 1] <= box[..., 3]).all()
+    assert box.max() <= layout.extra["bbox_max"]
+
+
+# -- shrink rules ----------------------------------------------------------------------------------
+SHRUNK_TYPES = ["llama", "mistral", "qwen2_moe", "gemma3", "bert", "t5", "whisper", "llava", "swin", "deepseek_v3"]
+
+
+def _configs(config):
+    yield config
+    for _, sub in catalog._sub_configs(config):
+        yield from _configs(sub)
+
+
+@pytest.mark.parametrize("model_type", SHRUNK_TYPES)
+def test_shrink_keeps_sizes_consistent(model_type):
+    for cfg in _configs(catalog.tiny_config(model_type)):
+        d = cfg.__dict__
+        hidden = next((d[k] for k in ("hidden_size", "d_model", "n_embd", "embed_dim") if isinstance(d.get(k), int)), None)
+        heads = next((d[k] for k in ("num_attention_heads", "encoder_attention_heads", "num_heads", "n_head")
+                      if isinstance(d.get(k), int)), None)
+        if hidden and heads:
+            assert hidden % heads == 0, f"{type(cfg).__name__}: heads {heads} do not divide hidden {hidden}"
+            assert hidden <= catalog.HIDDEN
+        kv = d.get("num_key_value_heads")
+        if isinstance(kv, int) and heads:
+            assert heads % kv == 0, f"{type(cfg).__name__}: kv heads {kv} do not divide heads {heads}"
+        if isinstance(d.get("head_dim"), int) and hidden and heads and "qk_rope_head_dim" not in d:
+            assert d["head_dim"] == hidden // heads
+        vocab = d.get("vocab_size")
+        if isinstance(vocab, int):
+            assert vocab <= catalog.VOCAB
+            for key, value in d.items():
+                ids = value if isinstance(value, (list, tuple)) else [value]
+                if key.endswith(catalog.ID_SUFFIXES) and not key.startswith("num_") and all(
+                        isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                    assert all(i < vocab for i in ids), f"{type(cfg).__name__}.{key}={value} outside vocab {vocab}"
+        layers = catalog._layer_count(d)
+        if layers:
+            assert layers <= catalog.LAYERS
+            if isinstance(d.get("layer_types"), (list, tuple)):
+                assert len(d["layer_types"]) == layers
+
+
+def test_gqa_keeps_grouping():
+    assert catalog.tiny_config("mistral").num_key_value_heads == 2  # 8 of 32 in the default: grouped
+    assert catalog.tiny_config("llama").num_key_value_heads == 4  # equal to heads by default: not grouped
+
+
+def test_same_weights_in_every_build():
+    first, second = catalog._build("mistral-causal-lm"), catalog._build("mistral-causal-lm")
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert catalog.seed_for("mistral") == catalog.seed_for("mistral") != catalog.seed_for("llama")
+
+
+# -- selection ---------------------------------------------------------------------------------------
+def test_glob_selects_model_types_with_their_heads():
+    names = [ref.name for ref in catalog.expand_registry_arg("registry:llama*")]
+    assert {"llama-base", "llama-causal-lm", "llama-seq-cls"} <= set(names)
+    assert all(catalog.split_id(n)[0].startswith("llama") for n in names)
+
+
+def test_modality_and_variant_selection():
+    vision = catalog.expand_registry_arg("registry:vision@base")
+    assert vision and all(catalog.entries()[r.model_type].modality == "vision" and r.variant == "base" for r in vision)
+    every = catalog.expand_registry_arg("registry@base")
+    assert len(every) >= 450 and len({r.model_type for r in every}) == len(every)
+
+
+@pytest.mark.parametrize("arg", ["registry:no_such_model*", "registry@no-such-head", "registryx"])
+def test_bad_registry_arg_is_one_clear_error(arg):
+    from zoo.checkpoints import ModelArgError
+
+    with pytest.raises(ModelArgError, match=r"^--model registry"):
+        catalog.resolve_model_args([arg])
+
+
+def test_registry_args_mix_with_zoo_names():
+    refs = catalog.resolve_model_args(["bert", "registry:gpt2"])
+    assert [r.name for r in refs][:1] == ["bert"] and refs[0].is_zoo
+    assert all(catalog.is_catalog_ref(r) for r in refs[1:]) and len(refs) > 1
