@@ -105,6 +105,7 @@ def pytest_configure(config):
     from zoo.tiny import ZOO_NAMES
 
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # 'Loading weights' bars would interleave with the report
     config.addinivalue_line("markers", "needs(*capabilities): run only on models with these capabilities")
     args = config.getoption("model") or list(ZOO_NAMES)
     try:

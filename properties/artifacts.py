@@ -51,6 +51,7 @@ import torch
 DEFAULT_FAILURE_DIR = ".hfprops/failures"
 REPRO_TEMPLATE = Path(__file__).with_name("repro.py")
 REGISTERED_MARKER = "# -- replay kinds registered by properties"
+ZOO_WEIGHTS = "weights.safetensors"  # a zoo model's weights, beside its config and seed
 ARTIFACT_PROPERTY = "hfprops_failure_artifact"  # report.user_properties key (travels through xdist)
 
 # property name -> replay recipe (a kind that properties/repro.py implements)
@@ -246,6 +247,11 @@ def write_artifact(root: Path, nodeid: str, recorded: Mapping[str, Any], error: 
                                        + "\n",
                                        encoding="utf-8")
     (staging / "repro.py").write_text(repro_source(meta["replay"]["kind"]), encoding="utf-8")
+    if subject.spec.source == "zoo":
+        # The weights themselves: a seeded init is the same only within one transformers release (init
+        # code changes between releases), and a bisect runs repro.py on many. Tiny models: some 100 KiB.
+        save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in subject.model.state_dict().items()},
+                  str(staging / ZOO_WEIGHTS))
     if meta["replay"]["kind"] in ("pipeline", "processor") and subject.processor is not None:
         subject.processor.save_pretrained(staging / "processor")  # the processor replays need it
     if folder.exists():

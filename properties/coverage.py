@@ -251,7 +251,8 @@ def test_outcome(phases: dict[str, Any]) -> dict:
         if hasattr(report, "wasxfail"):
             if report.skipped:
                 return {"outcome": "finding", "reason": first_line(report.wasxfail, limit=2000)}
-            return {"outcome": "pass", "reason": f"passed although recorded as a finding: {first_line(report.wasxfail)}"}
+            return {"outcome": "pass", "xpassed": True,  # a non-strict finding that did not show
+                    "reason": f"passed although recorded as a finding: {first_line(report.wasxfail, limit=2000)}"}
         if report.skipped:
             reason = _reason(report)
             prefix = next((p for p in SKIP_OUTCOMES if reason.startswith(p)), None)
@@ -295,7 +296,8 @@ def _cell(tests: list[dict]) -> dict:
         "reason": shown["reason"],
         "counts": {o: counts[o] for o in OUTCOMES if counts[o]},
         "tests": [{"id": t["nodeid"], "outcome": t["outcome"], "reason": t["reason"],
-                   **({"findings": t["findings"]} if t.get("findings") and t["outcome"] == "finding" else {})}
+                   **({"findings": t["findings"]} if t.get("findings") and t["outcome"] == "finding" else {}),
+                   **({"xpassed": True} if t.get("xpassed") else {})}
                   for t in tests],
     }
 
@@ -414,7 +416,8 @@ def merge(reports: Iterable[dict]) -> dict:
             for prop, cell in cells.items():
                 tests += [{**info, "model": model, "property": props[prop], "component": cell["component"],
                            "nodeid": t["id"], "outcome": t["outcome"], "reason": t["reason"],
-                           "findings": t.get("findings", [])} for t in cell["tests"]]
+                           "findings": t.get("findings", []), "xpassed": t.get("xpassed", False)}
+                          for t in cell["tests"]]
     meta = {**(metas[0] if metas else {}), "merged_from": [m.get("shard") for m in metas], "shard": None}
     merged = build_report(tests, not_built, meta=meta)
     for row in merged["models"]:

@@ -42,7 +42,7 @@ table.heat{border-collapse:separate;border-spacing:0;font-size:11px}
 table.heat th,table.heat td{padding:0;border-right:1px solid #fff;border-bottom:1px solid #fff}
 table.heat thead th{position:sticky;background:#fff;z-index:2}
 tr.fam th{top:0;height:18px;font-weight:600;border-left:1px solid #bbb;text-align:left;padding-left:3px;
-  white-space:nowrap;overflow:hidden;max-width:0}
+  white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:0}
 tr.prop th{top:19px;height:150px;vertical-align:bottom;border-bottom:1px solid #bbb;width:20px;min-width:20px;
   max-width:20px;overflow:hidden}
 tr.prop th span{writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap;display:inline-block;
@@ -242,13 +242,15 @@ def render_html(report: dict) -> str:
 
     by_property = {p: [{**e, "test": _test_param(e["test"])} for e in v] for p, v in report["findings"]["by_property"].items()}
     by_component = {c: [{**e, "test": _test_param(e["test"])} for e in v] for c, v in report["findings"]["by_component"].items()}
-    failed, skipped = defaultdict(list), defaultdict(list)
+    failed, skipped, unseen = defaultdict(list), defaultdict(list), defaultdict(list)
     for model, cells in report["cells"].items():
         for prop, cell in cells.items():
             for test in cell["tests"]:
                 entry = {"model": model, "test": _test_param(test["id"]), "reason": test["reason"]}
                 if test["outcome"] == "failed":
                     failed[prop].append(entry)
+                elif test.get("xpassed"):
+                    unseen[prop].append(entry)
                 elif test["outcome"] == "skipped":
                     skipped[test["reason"] or "(no reason given)"].append(entry)
     not_built = defaultdict(list)
@@ -271,7 +273,7 @@ def render_html(report: dict) -> str:
         f"<div>{chips}</div><p class=\"legend\">{legend}</p>",
         "<nav><a href=\"#heatmap\">heatmap</a><a href=\"#by-property\">findings by property</a>"
         "<a href=\"#by-component\">findings by component</a><a href=\"#failed\">failed</a>"
-        "<a href=\"#not-built\">not built</a><a href=\"#skipped\">skipped</a></nav>",
+        "<a href=\"#unseen\">findings that did not show</a><a href=\"#not-built\">not built</a><a href=\"#skipped\">skipped</a></nav>",
         "<h2 id=\"heatmap\">Model \u00d7 property</h2>",
         "<p class=\"meta\">Hover a cell for its tests and the reason (or the failure's first line); "
         "hover a model for its class, modality and time.</p>",
@@ -282,6 +284,8 @@ def render_html(report: dict) -> str:
                  ["property", "model", "class", "test", "reason"]),
         _grouped("Failed", "failed", dict(sorted(failed.items())), ["model", "test", "first line"],
                  ["model", "test", "reason"]),
+        _grouped("Recorded findings that did not show (passed; the finding is not strict here)", "unseen",
+                 dict(sorted(unseen.items())), ["model", "test", "finding"], ["model", "test", "reason"]),
         f"<h2 id=\"not-built\">Not built <small>({len(not_built_rows)})</small></h2>",
         _list_table(["model", "modality", "class", "reason"], not_built_rows) if not_built_rows else "<p>None.</p>",
         f"<h2 id=\"skipped\">Skipped, by reason <small>({sum(len(v) for v in skipped.values())} tests)</small></h2>",

@@ -15,7 +15,8 @@ A finding names
   the zoo models, where the suite measured the finding (a pass there means upstream fixed it). On
   other checkpoints a finding is never strict: the same component may be configured so that it
   does not show. `models` (optional) restricts a finding to named subjects, for findings that
-  depend on trained weights rather than on code.
+  depend on trained weights rather than on code; `capabilities` (optional) to subjects that have
+  them (a generation bug of encoder-decoder models lives in the shared `GenerationMixin`).
 
 The end of a run lists the findings it met.
 """
@@ -61,6 +62,7 @@ class Finding:
     versions: str = ""
     strict: bool = True
     models: tuple[str, ...] = ()
+    capabilities: tuple[str, ...] = ()  # the subject must have these (e.g. encoder_decoder)
 
     @property
     def key(self) -> str:
@@ -90,6 +92,7 @@ def load_findings(path: Path | None = None) -> list[Finding]:
             raise pytest.UsageError(f"{path.name}: an entry lacks {missing}: {entry}")
         entry = dict(entry)
         entry["models"] = tuple(entry.get("models", ()))
+        entry["capabilities"] = tuple(entry.get("capabilities", ()))
         for key in ("component", "property"):
             if isinstance(entry[key], list):
                 entry[key] = tuple(entry[key])
@@ -161,6 +164,7 @@ def findings_for(item, subject, version: str, entries: list[Finding]) -> list[Fi
         if _any_match([function], _patterns(f.property))
         and fnmatch.fnmatchcase(case, f.case)
         and (not f.models or subject.name in f.models)
+        and subject.spec.has(*f.capabilities)
         and f.applies_to_version(version)
         and _any_match(owned, _patterns(f.component))
     ]

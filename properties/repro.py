@@ -43,18 +43,18 @@ class CannotRun(Exception):
 # template runnable on its own.
 
 
-def _accepts(model, name: str) -> bool:
+def accepts(model, name: str) -> bool:
     import inspect
 
     return name in inspect.signature(model.forward).parameters
 
 
-def _cache_argument(model) -> str:
+def cache_argument(model) -> str:
     """The forward's name for the KV cache: `cache` from the late 5.2x releases, `past_key_values` before."""
-    return "cache" if _accepts(model, "cache") else "past_key_values"
+    return "cache" if accepts(model, "cache") else "past_key_values"
 
 
-def _returned_cache(output):
+def returned_cache(output):
     for name in ("cache", "past_key_values"):
         value = output.get(name) if hasattr(output, "get") else getattr(output, name, None)
         if value is not None:
@@ -62,10 +62,10 @@ def _returned_cache(output):
     return None
 
 
-def _enable_checkpointing(model) -> None:
+def enable_activation_checkpointing(model, checkpoint_kwargs=None) -> None:
     """Activation checkpointing under the release's name (`gradient_checkpointing_enable` before the rename)."""
     enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-    enable()
+    enable(checkpoint_kwargs)
 
 
 # -- zoo/compat.py (copied in)
@@ -81,6 +81,12 @@ def load_model(meta: dict, *, dtype: str | None = None, device: str | None = Non
         config = getattr(transformers, spec["config_class"]).from_dict(spec["config"])
         torch.manual_seed(spec["seed"])  # zoo weights are the seeded random init (zoo/build.py)
         model = model_class(config)
+        stored = Path(meta.get("folder", "."), "weights.safetensors")
+        if stored.is_file():  # the exact weights: another release may initialise differently from the same seed
+            missing, unexpected = model.load_state_dict(load_file(str(stored)), strict=False)
+            if [k for k in missing if k in dict(model.named_parameters())]:
+                raise CannotRun(f"the stored weights lack parameters of this release's {spec['model_class']}: "
+                                f"{missing[:5]}")
     else:
         model = model_class.from_pretrained(spec["path"], local_files_only=True, trust_remote_code=False)
     device = device or meta["device"]
@@ -127,7 +133,7 @@ def model_kwargs(model, inputs: dict, call: dict, meta: dict | None = None) -> d
     kwargs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None, copy=True)
               for k, v in inputs.items()}
     causal = meta is not None and "causal" in meta["spec"]["capabilities"]
-    if causal and "attention_mask" in kwargs and "position_ids" not in kwargs and _accepts(model, "position_ids"):
+    if causal and "attention_mask" in kwargs and "position_ids" not in kwargs and accepts(model, "position_ids"):
         kwargs["position_ids"] = (kwargs["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
     kwargs.update(call)
     return kwargs
@@ -280,9 +286,22 @@ class _Settings:
 
 
 def side_model(meta: dict, side: dict) -> torch.nn.Module:
-    """The model one side runs: converted, attention switched, quantized or in train mode as the side says."""
-    model = load_model(meta, dtype=side.get("dtype"), device=side.get("device"),
+    """The model one side runs: reloaded, converted, attention switched, quantized, chunked, compiled or in
+    train mode as the side says."""
+    # a load path starts from the plain fp32 checkpoint (save_pretrained of the fp32 model)
+    model = load_model(meta, dtype="float32" if "reload" in side else side.get("dtype"), device=side.get("device"),
                        attn_implementation=side.get("attn_implementation"))
+    if "reload" in side:  # save_pretrained, then from_pretrained with these arguments (a load path)
+        options = dict(side["reload"])
+        shard = options.pop("max_shard_size", None)
+        with tempfile.TemporaryDirectory() as directory:
+            model.save_pretrained(directory, **({"max_shard_size": shard} if shard else {}))
+            options = {k: getattr(torch, v) if k == "dtype" and v != "auto" else v for k, v in options.items()}
+            model = type(model).from_pretrained(directory, local_files_only=True, **options).eval()
+    if side.get("chunk_size"):
+        for module in model.modules():
+            if hasattr(module, "chunk_size_feed_forward"):
+                module.chunk_size_feed_forward = int(side["chunk_size"])
     if side.get("quantize"):
         import warnings
 
@@ -290,7 +309,9 @@ def side_model(meta: dict, side: dict) -> torch.nn.Module:
             warnings.simplefilter("ignore")
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=getattr(torch, side["quantize"]))
     if side.get("checkpointing"):
-        _enable_checkpointing(model)
+        enable_activation_checkpointing(model)
+    if side.get("compile"):
+        model = torch.compile(model, **side["compile"] if isinstance(side["compile"], dict) else {})
     if side.get("train") or side.get("run") in ("gradients", "train_outputs"):
         model.train()
     return model
@@ -340,7 +361,7 @@ def _cached_logits(model, inputs, call, meta, prefix_length: int) -> torch.Tenso
     call = {k: v for k, v in call.items() if k not in ("output_hidden_states", "use_cache")}
     for start, stop in zip(bounds, bounds[1:]):
         step = dict(inputs, **{key: sequence[:, start:stop]})
-        extra = {"use_cache": True, _cache_argument(model): cache}
+        extra = {"use_cache": True, cache_argument(model): cache}
         if causal_mask is not None:
             step["attention_mask"] = causal_mask[:, :stop]
         if encoder_outputs is not None:
@@ -352,7 +373,7 @@ def _cached_logits(model, inputs, call, meta, prefix_length: int) -> torch.Tenso
             kwargs["position_ids"] = kwargs["position_ids"][:, start:stop]
         with torch.no_grad():
             out = model(**kwargs)
-        cache = _returned_cache(out)
+        cache = returned_cache(out)
         if out.get("encoder_last_hidden_state") is not None:
             encoder_outputs = transformers.modeling_outputs.BaseModelOutput(
                 last_hidden_state=out.encoder_last_hidden_state)
@@ -360,14 +381,19 @@ def _cached_logits(model, inputs, call, meta, prefix_length: int) -> torch.Tenso
     return torch.cat(pieces, dim=1)
 
 
-def _greedy(model, inputs, call, meta, max_new_tokens: int, use_cache: bool) -> dict:
-    """Greedy `generate`: new tokens per row (cut after the first EOS) and each step's logits (as zoo.generation)."""
+def _greedy(model, inputs, call, meta, max_new_tokens: int, use_cache: bool, options: dict | None = None,
+            seed: int | None = None) -> dict:
+    """`generate` (greedy unless `options` say otherwise; `"assistant_model": "self"` is the model itself):
+    new tokens per row (cut after the first EOS) and each step's logits (as zoo.generation)."""
     conditioning = {k: v for k, v in inputs.items() if k not in ("decoder_input_ids", "position_ids")}
     kwargs = model_kwargs(model, conditioning, {"use_cache": use_cache}, meta)
     kwargs.pop("position_ids", None)
-    with torch.no_grad():
-        out = model.generate(**kwargs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             return_dict_in_generate=True, output_logits=True)
+    settings = dict(do_sample=False, num_beams=1, return_dict_in_generate=True, output_logits=True)
+    settings.update({k: model if v == "self" else v for k, v in (options or {}).items()})
+    with torch.no_grad(), torch.random.fork_rng():
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = model.generate(**kwargs, **settings, max_new_tokens=max_new_tokens)
     new = out.sequences[:, out.sequences.shape[1] - len(out.logits):]
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
@@ -404,15 +430,50 @@ def run_side(meta: dict, tensors: dict, side: dict) -> tuple[dict, dict]:
         call["attention_mask"] = _mask_4d(inputs, side["mask_4d"] == "causal", next(model.parameters()).dtype)
     run = side.get("run", "forward")
     with _Settings(side):
-        if run == "forward":
+        if run == "forward" and side.get("embeds"):  # ids passed as their embeddings (the call-form property)
+            kwargs = model_kwargs(model, inputs, call, meta)
+            with torch.no_grad():
+                for ids in side["embeds"]:
+                    embed = model.get_decoder().get_input_embeddings() if ids.startswith("decoder_") \
+                        else model.get_input_embeddings()
+                    kwargs[ids.replace("input_ids", "inputs_embeds")] = embed(kwargs.pop(ids))
+                outputs = flatten_outputs(model(**kwargs))
+        elif run == "forward":
             outputs = forward(model, inputs, call, meta)
+        elif run == "tuple":  # return_dict=False, named by the dict output's keys, nested outputs by position
+            kwargs = model_kwargs(model, inputs, call, meta)
+            with torch.no_grad():
+                names = list(model(**kwargs).keys())
+                as_tuple = model(**dict(kwargs, return_dict=False))
+            if not isinstance(as_tuple, tuple):
+                raise TypeError(f"return_dict=False returned {type(as_tuple).__name__}, expected a tuple")
+
+            def positional(output):
+                if hasattr(output, "keys") and hasattr(output, "values"):
+                    output = tuple(output.values())
+                return tuple(positional(v) for v in output) if isinstance(output, (tuple, list)) else output
+
+            outputs = flatten_outputs(dict(zip(names, positional(as_tuple))))
+            outputs["tuple length"] = torch.tensor(len(as_tuple))  # compared with the dict output's count
+        elif run == "dict_positional":  # the dict output read the same way (the tuple run's reference)
+            with torch.no_grad():
+                as_dict = model(**model_kwargs(model, inputs, call, meta))
+
+            def positional(output):
+                if hasattr(output, "keys") and hasattr(output, "values"):
+                    output = tuple(output.values())
+                return tuple(positional(v) for v in output) if isinstance(output, (tuple, list)) else output
+
+            outputs = flatten_outputs(dict(zip(list(as_dict.keys()), positional(as_dict))))
+            outputs["tuple length"] = torch.tensor(len(as_dict.keys()))
         elif run == "full_logits":
             outputs = {"logits": forward(model, inputs, {k: v for k, v in call.items()
                                                          if k != "output_hidden_states"}, meta)["logits"]}
         elif run == "cached_logits":
             outputs = {"logits": _cached_logits(model, inputs, call, meta, int(side["prefix_length"]))}
         elif run == "greedy":
-            outputs = _greedy(model, inputs, call, meta, int(side["max_new_tokens"]), bool(side.get("use_cache", True)))
+            outputs = _greedy(model, inputs, call, meta, int(side["max_new_tokens"]), bool(side.get("use_cache", True)),
+                              side.get("generate"), side.get("seed"))
         elif run == "gradients":
             loss, grads = _gradients(model, inputs, call, meta, int(side.get("seed", 0)))
             outputs = {"loss": loss, **{f"grad of {k}": v for k, v in grads.items()}}

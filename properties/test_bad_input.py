@@ -18,15 +18,22 @@ from devices.tolerance import nonfinite_outputs
 from properties.artifacts import judged, record
 from properties.clear_errors import describe, unclear
 from strategies.batches import bad_inputs
+from zoo.derived import derived
 
 HANDLED = "bad input"
 CLEAR = "bad input message"
 
 
 def outcome(subject, bad):
-    """Run `bad` through the subject: `(exception, None)` if it raised, `(None, outputs)` otherwise."""
+    """Run `bad` through a private copy of the subject: `(exception, None)` if it raised, `(None, outputs)` otherwise.
+
+    A forward that raises may leave its model changed (transformers 5.0.0-5.1.x leave every layer's
+    forward monkey-patched when a forward asked for hidden states raises), so the session's shared
+    subject never sees bad input.
+    """
+    private = derived(subject, "bad input", lambda s: s.converted())
     try:
-        return None, subject.forward(bad.inputs, hidden_states=True)
+        return None, private.forward(bad.inputs, hidden_states=True)
     except Exception as exc:  # raising is one of the two acceptable answers; the caller judges it
         return exc, None
 

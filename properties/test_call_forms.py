@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from devices.tolerance import EXACT, assert_outputs_close, tolerance
-from properties.artifacts import record
+from properties.artifacts import compared, pair, record, side
 from strategies.batches import model_inputs
 from zoo.subject import flatten_outputs
 
@@ -92,12 +92,14 @@ def test_inputs_embeds_match_ids(subject, data):
     if not embeddable(subject):
         pytest.skip(f"{type(subject.model).__name__}.forward takes no inputs_embeds nor decoder_inputs_embeds")
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
-    record(subject, inputs, prop=EMBEDS, tolerance=str(tolerance(subject.dtype, "reordered")))
+    record(subject, inputs, prop=EMBEDS, tolerance=str(tolerance(subject.dtype, "reordered")), replay=lambda: compared(
+        pair(side(embeds=[i for i in embeddable(subject) if i in inputs]), side(), real_tokens="expected")))
     check_inputs_embeds(subject, inputs)
 
 
 @given(data=st.data())
 def test_tuple_outputs_match_dict(subject, data):
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
-    record(subject, inputs, prop=TUPLE, tolerance=str(EXACT))
+    record(subject, inputs, prop=TUPLE, tolerance=str(EXACT), replay=lambda: compared(
+        pair(side(run="tuple"), side(run="dict_positional"))))
     check_tuple_outputs(subject, inputs)

@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from devices.tolerance import assert_outputs_close, tolerance
-from properties.artifacts import record
+from properties.artifacts import compared, pair, record, side
 from strategies.batches import model_inputs
 from zoo.subject import flatten_outputs
 
@@ -69,7 +69,8 @@ def test_feed_forward_chunking_changes_nothing(subject, data):
         pytest.skip(f"no layer of {type(subject.model).__name__} reads chunk_size_feed_forward")
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
     chunk_size = data.draw(st.sampled_from(divisors(inputs["input_ids"].shape[1])), label="chunk size")
-    record(subject, inputs, prop=CHUNKING, chunk_size=str(chunk_size))
+    record(subject, inputs, prop=CHUNKING, chunk_size=str(chunk_size), replay=lambda: compared(pair(
+        side(chunk_size=chunk_size), side(), real_tokens="expected", what=f"chunk_size_feed_forward={chunk_size} vs 0")))
     check_chunking(subject, inputs, chunk_size)
 
 

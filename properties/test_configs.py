@@ -15,8 +15,8 @@ Selected with `pytest properties/ -m configs`; see the README section "Configs a
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, strategies as st
@@ -26,6 +26,7 @@ from properties.artifacts import record
 from properties.test_attention_backends import check_backend_agrees
 from properties.test_batching import check_batch_invariance, check_padding_amount
 from properties.test_cache import MAX_CACHED_STEPS, MAX_NEW_TOKENS, check_cached_decoding, check_generate_cache
+from properties.test_call_forms import check_tuple_outputs
 from properties.test_finite import check_finite
 from properties.test_shapes import check_shapes
 from strategies.batches import compose, fillers, items, model_inputs
@@ -34,12 +35,10 @@ from strategies.config_rules import DRAWN_TOGETHER
 from strategies.configs import config_overrides
 from zoo.config_variants import VARIANTS, accepted_cache_kinds, styled
 from zoo.generation import decoded_key
-from zoo.subject import flatten_outputs
 from zoo.tiny import ZOO
 
 pytestmark = pytest.mark.configs
 
-RETURN_DICT = "return_dict"
 GENERATE_DEFAULTS = "generate defaults"
 
 
@@ -56,7 +55,10 @@ def draw_case(data, subject, *, together=()):
     row = ZOO[name]
     overrides = data.draw(config_overrides(row.config_class, row.config, together=together), label="config overrides")
     style = data.draw(call_styles(subject.spec, cache_kinds=accepted_cache_kinds(name)), label="call style")
-    return overrides, style, styled(VARIANTS(name, overrides), style)
+    record(subject, {}, prop="config builds", config=overrides, call_style=style.as_dict())  # if the build fails
+    with drawn(overrides, style):
+        variant = VARIANTS(name, overrides)
+    return overrides, style, styled(variant, style)
 
 
 @contextmanager
@@ -80,19 +82,7 @@ def _record(variant, inputs, overrides, style, **details):
     record(variant, inputs, config=overrides, call_style=style.as_dict(), **details)
 
 
-# -- checks of call styles themselves ------------------------------------------------------------------
-def check_return_dict(subject, inputs) -> None:
-    """`return_dict=False` returns the tensors of `return_dict=True`'s output, in the same order."""
-    expected = flatten_outputs(subject.raw_forward(inputs, hidden_states=True).to_tuple())
-    got = flatten_outputs(subject.raw_forward(inputs, hidden_states=True, return_dict=False))
-    assert list(got) == list(expected), (
-        f"[{subject.name}] {RETURN_DICT}: return_dict=False gave outputs {list(got)}, "
-        f"return_dict=True's to_tuple() {list(expected)}"
-    )
-    differ = [name for name in got if not torch.equal(got[name], expected[name])]
-    assert not differ, f"[{subject.name}] {RETURN_DICT}: return_dict=False differs from return_dict=True in {differ}"
-
-
+# -- a check of call styles themselves -----------------------------------------------------------------
 def check_generate_defaults(subject, inputs, max_new_tokens: int) -> None:
     """`generate` given only the inputs and `max_new_tokens` gives the sequences of `generate` with the
     generation config's settings passed explicitly (greedy or sampling, beams, cache, pad and eos ids)."""
@@ -143,7 +133,7 @@ def test_configs_forward(subject, data):
         check_finite(variant, inputs)
         check_shapes(variant, inputs)
         if not style.return_dict:
-            check_return_dict(variant, inputs)
+            check_tuple_outputs(variant, inputs)
 
 
 @given(data=st.data())
@@ -185,8 +175,6 @@ def test_configs_generate(subject, data):
     new_tokens = data.draw(st.integers(1, MAX_NEW_TOKENS), label="max new tokens")
     spec = variant.spec
     room = spec.max_length - new_tokens if spec.has("causal") else spec.max_length
-    from dataclasses import replace
-
     inputs = data.draw(model_inputs(replace(spec, max_length=room), padding_side=style.padding_side), label="prompt")
     _record(variant, inputs, overrides, style, prop="cache equivalence", max_new_tokens=new_tokens)
     with drawn(overrides, style):

@@ -13,11 +13,10 @@ import inspect
 from dataclasses import replace
 
 import pytest
-import torch
 from hypothesis import event, given, settings, strategies as st
 
 from devices.tolerance import EXACT, assert_outputs_close, nonfinite, tolerance
-from properties.artifacts import record
+from properties.artifacts import compared, pair, record, side
 from strategies.batches import model_inputs
 from zoo.generation import NO_EOS, Generated, generate_continued, generate_output, generated
 
@@ -33,8 +32,8 @@ KEEP = "logits_to_keep"
 CONTINUED = "generate continued from its cache"
 
 MAX_NEW_TOKENS = 4
-# Each example runs 2-3 generate calls (~10 ms each); a third of the profile's examples keeps the file
-# within its share of the ci budget (measured: README / report), and exhaustive still runs 160+.
+# Each example runs 2-3 generate calls (~10 ms each); a third of the profile's examples (8 in ci) keeps
+# the file's 40 tests to ~13 s in ci (measured, one thread), and exhaustive still runs 166 per test.
 FEWER = settings(max_examples=max(5, settings().max_examples // 3))
 
 
@@ -72,6 +71,12 @@ def assert_same_decoding(subject, prop: str, got: Generated, ref: Generated) -> 
             assert got_tokens == ref_tokens, (
                 f"[{subject.name}] {prop}: item {row} generated {got_tokens}, greedy generated {ref_tokens}"
             )
+
+
+def _versus_greedy(subject, new_tokens: int, what: str, **options) -> dict:
+    """Standalone replay: `generate` with `options` against greedy, step logits within `reordered`, ties allowed."""
+    return compared(pair(side(run="greedy", max_new_tokens=new_tokens, generate=options),
+                         side(run="greedy", max_new_tokens=new_tokens), judge="greedy", what=what))
 
 
 def greedy(subject, inputs, max_new_tokens: int) -> Generated:
@@ -161,7 +166,8 @@ def check_continued(subject, inputs, first: int, then: int) -> None:
 @given(data=st.data())
 def test_static_cache_matches_dynamic(subject, data):
     inputs, new_tokens = data.draw(prompts(subject.spec), label="prompt")
-    record(subject, inputs, prop=STATIC, max_new_tokens=new_tokens)
+    record(subject, inputs, prop=STATIC, max_new_tokens=new_tokens, tolerance=str(tolerance(subject.dtype, "reordered")),
+           replay=lambda: _versus_greedy(subject, new_tokens, "static vs dynamic cache", cache_implementation="static"))
     check_static_cache(subject, inputs, new_tokens)
 
 
@@ -169,7 +175,8 @@ def test_static_cache_matches_dynamic(subject, data):
 @given(data=st.data())
 def test_assisted_decoding_matches_greedy(subject, data):
     inputs, new_tokens = data.draw(prompts(subject.spec, batch_sizes=(1, 1)), label="prompt")  # assisted: batch 1
-    record(subject, inputs, prop=ASSISTED, max_new_tokens=new_tokens)
+    record(subject, inputs, prop=ASSISTED, max_new_tokens=new_tokens, tolerance=str(tolerance(subject.dtype, "reordered")),
+           replay=lambda: _versus_greedy(subject, new_tokens, "own assistant vs greedy", assistant_model="self"))
     check_assisted(subject, inputs, new_tokens)
 
 
@@ -177,7 +184,8 @@ def test_assisted_decoding_matches_greedy(subject, data):
 @given(data=st.data())
 def test_prompt_lookup_matches_greedy(subject, data):
     inputs, new_tokens = data.draw(prompts(subject.spec, batch_sizes=(1, 1)), label="prompt")  # batch 1 only
-    record(subject, inputs, prop=LOOKUP, max_new_tokens=new_tokens)
+    record(subject, inputs, prop=LOOKUP, max_new_tokens=new_tokens, tolerance=str(tolerance(subject.dtype, "reordered")),
+           replay=lambda: _versus_greedy(subject, new_tokens, "prompt lookup vs greedy", prompt_lookup_num_tokens=2))
     check_prompt_lookup(subject, inputs, new_tokens)
 
 
@@ -185,7 +193,8 @@ def test_prompt_lookup_matches_greedy(subject, data):
 @given(data=st.data())
 def test_one_beam_matches_greedy(subject, data):
     inputs, new_tokens = data.draw(prompts(subject.spec), label="prompt")
-    record(subject, inputs, prop=ONE_BEAM, max_new_tokens=new_tokens)
+    record(subject, inputs, prop=ONE_BEAM, max_new_tokens=new_tokens, tolerance=str(tolerance(subject.dtype, "reordered")),
+           replay=lambda: _versus_greedy(subject, new_tokens, "one beam vs greedy", num_beams=1))
     check_one_beam(subject, inputs, new_tokens)
 
 
@@ -203,7 +212,9 @@ def test_beam_scores_sorted_and_finite(subject, data):
 def test_seeded_sampling_reproducible(subject, data):
     inputs, new_tokens = data.draw(prompts(subject.spec), label="prompt")
     seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
-    record(subject, inputs, prop=SAMPLING, max_new_tokens=new_tokens, seed=str(seed))
+    record(subject, inputs, prop=SAMPLING, max_new_tokens=new_tokens, seed=str(seed), tolerance=str(EXACT),
+           replay=lambda: compared(pair(*[side(run="greedy", max_new_tokens=new_tokens, generate={"do_sample": True},
+                                               seed=seed)] * 2, judge="greedy", what=f"seed {seed} twice")))
     check_seeded_sampling(subject, inputs, new_tokens, seed)
 
 

@@ -20,7 +20,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from devices.tolerance import EXACT, assert_outputs_close, nonfinite_outputs, tolerance
-from properties.artifacts import record
+from properties.artifacts import compared, pair, record, side
 from strategies.batches import model_inputs
 
 pytestmark = pytest.mark.configs
@@ -65,20 +65,21 @@ def loaded(subject, how: str, kind: str = "plain", **kwargs):
     return _LOADED[key][1]
 
 
-def kept_in_fp32(model, name: str, dtype: torch.dtype) -> bool:
-    """Whether the class keeps this weight in fp32 on a `dtype` load: `_keep_in_fp32_modules` on fp16
-    loads (T5's `wo`), `_keep_in_fp32_modules_strict` on fp16 and bf16 loads (modeling_utils' dtype plan)."""
-    modules = set(getattr(model, "_keep_in_fp32_modules_strict", None) or ()) if dtype in (
-        torch.float16, torch.bfloat16) else set()
-    if dtype == torch.float16:
-        modules |= set(getattr(model, "_keep_in_fp32_modules", None) or ())
+def kept_in_fp32(model, name: str) -> bool:
+    """Whether the class may keep this weight in fp32 on a half load (`_keep_in_fp32_modules` and
+    `_keep_in_fp32_modules_strict`, e.g. T5's `wo`). Releases differ on which half types keep them
+    (5.24: fp16 only for the plain list; 5.0: bf16 too), so either dtype is accepted there."""
+    modules = set(getattr(model, "_keep_in_fp32_modules", None) or ()) | set(
+        getattr(model, "_keep_in_fp32_modules_strict", None) or ())
     return any(module in name.split(".") for module in modules)
 
 
-def _expected_dtype(model, name: str, tensor: torch.Tensor, dtype) -> torch.dtype:
+def _expected_dtype(model, name: str, tensor: torch.Tensor, dtype, loaded: torch.Tensor) -> torch.dtype:
     if dtype is None or not tensor.is_floating_point():
         return tensor.dtype
-    return torch.float32 if kept_in_fp32(model, name, dtype) else dtype
+    if loaded.dtype == torch.float32 and kept_in_fp32(model, name):
+        return torch.float32
+    return dtype
 
 
 def _same_weights(subject, actual, reference, what: str, dtype=None) -> None:
@@ -88,7 +89,7 @@ def _same_weights(subject, actual, reference, what: str, dtype=None) -> None:
     differ = []
     for name, tensor in actual.state_dict().items():
         want = expected[name]
-        want = want.to(_expected_dtype(actual, name, want, dtype))
+        want = want.to(_expected_dtype(actual, name, want, dtype, tensor))
         if tensor.shape != want.shape or tensor.dtype != want.dtype or not torch.equal(tensor.cpu(), want):
             differ.append(f"{name} ({tensor.dtype})")
     assert not differ, f"[{subject.name}] {PROPERTY} ({what}): weights differ from the plain load in {differ[:8]}"
@@ -123,7 +124,9 @@ def test_load_with_dtype(subject, dtype, data):
     assert variant.dtype == want, f"[{subject.name}] {PROPERTY}: dtype={dtype!r} loaded {variant.dtype}, expected {want}"
     _same_weights(subject, variant.model, reference.model, f"dtype={dtype}", dtype=want)
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
-    record(variant, inputs, prop=PROPERTY, load=f"dtype={dtype}")
+    record(variant, inputs, prop=PROPERTY, load=f"dtype={dtype}", tolerance=str(
+        EXACT if variant.dtype == reference.dtype else tolerance(variant.dtype, "precision")), replay=lambda: compared(pair(
+        side(reload={"dtype": dtype}), side(reload={}), real_tokens="expected", finite=True, what=f"dtype={dtype}")))
     check_load_matches_plain(subject, variant, reference, inputs, f"dtype={dtype}")
 
 
@@ -136,7 +139,8 @@ def test_sharded_load(subject, data):
     reference, variant = loaded(subject, "plain"), loaded(subject, "sharded", kind="sharded")
     _same_weights(subject, variant.model, reference.model, f"{len(shards)} shards")
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
-    record(variant, inputs, prop=PROPERTY, load=f"sharded ({len(shards)} files)")
+    record(variant, inputs, prop=PROPERTY, load=f"sharded ({len(shards)} files)", replay=lambda: compared(pair(
+        side(reload={"max_shard_size": SHARD_SIZE}), side(reload={}), real_tokens="expected", finite=True)))
     check_load_matches_plain(subject, variant, reference, inputs, f"{len(shards)} shards")
 
 
@@ -151,7 +155,8 @@ def test_device_map_cpu_load(subject, data):
     reference, variant = loaded(subject, "plain"), loaded(subject, "device_map=cpu", device_map="cpu")
     _same_weights(subject, variant.model, reference.model, 'device_map="cpu"')
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
-    record(variant, inputs, prop=PROPERTY, load='device_map="cpu"')
+    record(variant, inputs, prop=PROPERTY, load='device_map="cpu"', replay=lambda: compared(pair(
+        side(reload={"device_map": "cpu"}), side(reload={}), real_tokens="expected", finite=True)))
     check_load_matches_plain(subject, variant, reference, inputs, 'device_map="cpu"')
 
 
@@ -193,7 +198,7 @@ def check_head_load(subject, head_class, directory: Path, base_state: dict, dtyp
             new[key] = tensor
             continue
         loaded_ptrs.add(tensor.data_ptr())
-        want = base_state[source].to(_expected_dtype(head, key, base_state[source], dtype))
+        want = base_state[source].to(_expected_dtype(head, key, base_state[source], dtype, tensor))
         if tensor.shape != want.shape or tensor.dtype != want.dtype or not torch.equal(tensor, want):
             wrong.append(f"{key} ({tensor.dtype}{', re-initialised: reported missing' if key in missing else ''})")
     where = f"{head_class.__name__} from {type(subject.model.base_model).__name__}'s checkpoint, dtype={dtype}"

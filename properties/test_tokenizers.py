@@ -16,6 +16,7 @@ from hypothesis import given, strategies as st
 
 from properties.artifacts import processed, record
 from properties.clear_errors import describe, short, unclear
+from strategies.call_styles import tokenizer_styles
 from strategies.text import non_text_inputs, text, texts
 from strategies.tokens import id_lists
 
@@ -299,8 +300,6 @@ def check_sides(subject, case) -> None:
 
 @given(data=st.data())
 def test_sides_as_attributes(subject, data):
-    from strategies.call_styles import tokenizer_styles
-
     tokenizer = _tokenizer_or_skip(subject)
     if tokenizer.pad_token_id is None:
         pytest.skip(f"{subject.name}'s tokenizer has no pad token")

@@ -215,10 +215,12 @@ def _rows(inputs) -> int | None:
     return None
 
 
-def _insert_runs(ids, mask, run, side: str):
-    """Put the ids `run` in front of each row's real tokens, keeping the padding side."""
+def _insert_runs(ids, mask, run, side: str, limit: int | None = None):
+    """Put the ids `run` in front of each row's real tokens, keeping the padding side; the text is cut
+    so that a row stays within `limit` tokens (the model maximum)."""
     rows, width = ids.shape
-    real = [ids[r][mask[r] == 1] for r in range(rows)]
+    keep = max(1, limit - len(run)) if limit else None
+    real = [ids[r][mask[r] == 1][:keep] for r in range(rows)]
     longest = max(len(x) for x in real) + len(run)
     new_ids = np.full((rows, longest), ids[mask == 0][0] if (mask == 0).any() else 0, dtype=np.int64)
     new_mask = np.zeros((rows, longest), dtype=np.int64)
@@ -277,7 +279,7 @@ def signature_inputs(draw, spec, inputs: dict):
         if (ids == token).sum() != count * rows:
             side = "left" if (mask[:, 0] == 0).any() else "right"
             run = (*extra.get("image_run_prefix", ()), *[token] * count, *extra.get("image_run_suffix", ()))
-            out["input_ids"], new_mask = _insert_runs(ids, mask, run, side)
+            out["input_ids"], new_mask = _insert_runs(ids, mask, run, side, spec.max_length or None)
             if "attention_mask" in out:
                 out["attention_mask"] = new_mask
             event("signature: image placeholder run")

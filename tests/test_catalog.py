@@ -161,3 +161,42 @@ def test_registry_args_mix_with_zoo_names():
     refs = catalog.resolve_model_args(["bert", "registry:gpt2"])
     assert [r.name for r in refs][:1] == ["bert"] and refs[0].is_zoo
     assert all(catalog.is_catalog_ref(r) for r in refs[1:]) and len(refs) > 1
+
+
+# -- a broken build is one clear skip ----------------------------------------------------------------
+class _Item:
+    """The parts of a pytest item that `setup_catalog_item` reads."""
+
+    def __init__(self, name, needs=()):
+        self.callspec = type("CallSpec", (), {"params": {"subject": name}})()
+        self._needs = [pytest.mark.needs(*needs).mark] if needs else []
+        self.config = None
+
+    def iter_markers(self, name):
+        return iter(self._needs if name == "needs" else [])
+
+
+def _registry(*names):
+    from zoo.registry import SubjectRegistry
+
+    return SubjectRegistry([ref for n in names for ref in catalog.expand_registry_arg(f"registry:{catalog.split_id(n)[0]}")
+                            if ref.name == n])
+
+
+def test_model_needing_a_missing_dependency_is_skipped_with_the_reason():
+    registry = _registry("conditional_detr-base")
+    with pytest.raises(pytest.skip.Exception, match=r"not built \(build\): missing optional dependency: timm"):
+        catalog.setup_catalog_item(_Item("conditional_detr-base"), registry)
+
+
+def test_property_that_does_not_apply_is_skipped_with_what_is_missing():
+    registry = _registry("mistral-base")
+    with pytest.raises(pytest.skip.Exception, match=r"does not apply: mistral-base lacks causal"):
+        catalog.setup_catalog_item(_Item("mistral-base", needs=("causal",)), registry)
+    catalog.setup_catalog_item(_Item("mistral-base", needs=("text",)), registry)  # applies: no skip
+
+
+def test_primary_is_one_id_per_type_preferring_an_lm_head():
+    refs = catalog.expand_registry_arg("registry:llama*@primary")
+    assert len(refs) == len({r.model_type for r in refs})
+    assert "llama-causal-lm" in [r.name for r in refs]

@@ -69,6 +69,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid in FINDINGS:
             item.add_marker(pytest.mark.xfail(reason=FINDINGS[item.nodeid], strict=True))
+        if item.nodeid == "test_core.py::test_ok[delta]":  # a non-strict finding that does not show
+            item.add_marker(pytest.mark.xfail(reason="upstream: delta may drop the mask", strict=False))
 '''
 
 TEST_CORE = '''
@@ -149,13 +151,16 @@ def read(path: Path) -> dict:
 def test_cells_models_findings_and_totals(synthetic):
     out = synthetic.path / "cov" / "report.json"
     result = synthetic.runpytest("-p", "no:cacheprovider", "--coverage-report", str(out))
-    result.assert_outcomes(passed=16, failed=1, skipped=14, xfailed=2)
+    result.assert_outcomes(passed=15, failed=1, skipped=14, xfailed=2, xpassed=1)
     report = read(out)
     cells = report["cells"]
     for model, expected in EXPECTED.items():
         got = {prop: (c["outcome"], c["reason"], c["counts"]) for prop, c in cells[model].items()}
         assert got == expected, model
     assert "test_core.py::test_cache_only" not in cells["delta"]  # "does not apply": an empty cell
+    assert cells["delta"]["test_core.py::test_ok"]["tests"] == [{
+        "id": "test_core.py::test_ok[delta]", "outcome": "pass", "xpassed": True,
+        "reason": "passed although recorded as a finding: upstream: delta may drop the mask"}]
     # models that could not be built (reported, or skipped at setup): every property of the row
     for name, reason in (("gamma", "needs timm"), ("epsilon", "not built (build): ValueError: head_dim 7 does not divide 32")):
         assert {c["outcome"] for c in cells[name].values()} == {"not built"}
@@ -194,7 +199,8 @@ def test_page_is_self_contained_and_png_is_written(synthetic):
     assert "http://" not in page and "https://" not in page
     # hover text of a red cell carries the failure's first line; legend and filters are there
     assert 'title="alpha \u00d7 core / fails: failed\nAssertionError: [alpha] finite: NaN in logits"' in page
-    for text in ("not built", "Findings by property", "Findings by component", 'id="q"', 'id="mod"', 'id="out"'):
+    for text in ("not built", "Findings by property", "Findings by component", "did not show",
+                 "upstream: delta may drop the mask", 'id="q"', 'id="mod"', 'id="out"'):
         assert text in page
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -204,7 +210,7 @@ def test_xdist_gives_the_same_report(synthetic):
     synthetic.runpytest("-p", "no:cacheprovider", "--coverage-report", str(one))
     result = synthetic.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--coverage-report", str(two),
                                             timeout=TIMEOUT)
-    result.assert_outcomes(passed=16, failed=1, skipped=14, xfailed=2)
+    result.assert_outcomes(passed=15, failed=1, skipped=14, xfailed=2, xpassed=1)
     assert comparable(read(two)) == comparable(read(one))
 
 
@@ -299,9 +305,12 @@ def collected(*args: str) -> list[str]:
     return [line for line in result.stdout.splitlines() if "::" in line]
 
 
-def test_zoo_shards_split_by_model(zoo_report):
+def test_zoo_shard_keeps_whole_models(zoo_report):
+    """Shard 1 of 2 holds every test of its models and none of the others' (that the shards are
+    disjoint and cover everything is checked on the synthetic suite, with the same split)."""
     whole = {t["id"] for row in zoo_report[0]["cells"].values() for c in row.values() for t in c["tests"]}
-    parts = [collected("--shard", f"{k}/2") for k in (1, 2)]
-    assert not set(parts[0]) & set(parts[1]) and set(parts[0]) | set(parts[1]) == whole
-    models = [{re.search(r"\[(bert|vit)", test)[1] for test in part} for part in parts]
-    assert models == [{"bert"}, {"vit"}] or models == [{"vit"}, {"bert"}]
+    part = set(collected("--shard", "1/2"))
+    models = {re.search(r"\[(bert|vit)", test)[1] for test in part}
+    assert len(models) == 1
+    model = models.pop()
+    assert part == {t for t in whole if f"[{model}" in t}

@@ -29,9 +29,6 @@ from zoo.config_variants import VARIANTS, VariantCache, styled
 from zoo.generation import decoded_key
 from zoo.tiny import ZOO
 
-pytestmark = pytest.mark.configs
-
-
 # -- a flag honoured by eager attention and ignored by sdpa ------------------------------------------
 def _sdpa_ignoring_scaling(module, query, key, value, attention_mask, scaling=None, **kwargs):
     """sdpa that drops the module's `scaling` (uses 1/sqrt(head_dim)): right for the default config only."""
@@ -45,8 +42,10 @@ DEFECTIVE_SDPA = "sdpa_ignoring_scaling"
 
 def _register_defective_sdpa():
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(DEFECTIVE_SDPA, _sdpa_ignoring_scaling)
+    AttentionMaskInterface.register(DEFECTIVE_SDPA, sdpa_mask)  # a new name gets no mask unless registered
 
 
 def _check_defective_sdpa(name, case) -> None:

@@ -31,9 +31,12 @@ from properties import test_attention_backends as backends
 from properties import test_bad_input as bad_input
 from properties import test_batching as batching
 from properties import test_cache as cache
+from properties import test_call_forms as call_forms
 from properties import test_cross_device as cross_device
 from properties import test_determinism as determinism
+from properties import test_chunking_offload as chunking
 from properties import test_finite as finite
+from properties import test_generation as generation
 from properties import test_gradients as gradients
 from properties import test_inputs_untouched as untouched
 from properties import test_precision as precision
@@ -285,6 +288,53 @@ def fp16_unsafe(model):
     return model
 
 
+def rescaled_embeddings(model):
+    """Embeddings the caller passes are scaled again (an `embed_scale` applied on the wrong path)."""
+    def pre_hook(module, args, kwargs):
+        if kwargs.get("inputs_embeds") is not None:
+            kwargs["inputs_embeds"] = kwargs["inputs_embeds"] * 1.01
+        return args, kwargs
+    model.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    return model
+
+
+def swapped_tuple(model):
+    """`return_dict=False` returns the first two outputs in the wrong order."""
+    forward = model.forward
+
+    def swapped(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        return (out[1], out[0], *out[2:]) if isinstance(out, tuple) and len(out) > 1 else out
+
+    model.forward = swapped
+    return model
+
+
+def static_cache_shift(model):
+    """Logits shift by 1e-3 whenever the cache is a static one (a static-cache-only code path)."""
+    forward = model.forward
+
+    def shifted(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        past = kwargs.get("cache", kwargs.get("past_key_values"))
+        if type(past).__name__ == "StaticCache":
+            out.logits = out.logits + 1e-3
+        return out
+
+    model.forward = shifted
+    return model
+
+
+def chunk_dependent(model):
+    """Outputs shift by 1e-3 whenever any layer chunks its feed-forward (a chunk that drops a bias)."""
+    def hook(module, args, output):  # `module`, not `model`: the property runs a deep copy
+        if any(getattr(m, "chunk_size_feed_forward", 0) for m in module.modules()):
+            output["last_hidden_state"] = output["last_hidden_state"] + 1e-3
+        return output
+    model.register_forward_hook(hook)
+    return model
+
+
 def _threads_pair():
     from devices.pairs import threads_pair
 
@@ -321,11 +371,13 @@ CASES = [
     # the healthy zoo BERT refuses out-of-vocabulary ids with torch's IndexError: that is the failure here,
     # and the control is a model that checks its ids
     ("bad input message", bad_input.test_bad_input_refused_clearly, "bert", lambda m: m, {}, explicit_id_check),
+    ("feed-forward chunking", chunking.test_feed_forward_chunking_changes_nothing, "bert", chunk_dependent, {}, None),
+    ("generation (static cache)", generation.test_static_cache_matches_dynamic, "llama", static_cache_shift, {}, None),
+    ("call form (inputs_embeds)", call_forms.test_inputs_embeds_match_ids, "bert", rescaled_embeddings, {}, None),
+    ("call form (tuple outputs)", call_forms.test_tuple_outputs_match_dict, "bert", swapped_tuple, {}, None),
     ("attention back ends", backends.test_backend_agrees_with_eager, "bert", low_precision_backend,
      {"backend": SWAPPABLE}, healthy_backend),
 ]
-SEEN: dict[str, tuple[int, int]] = {}
-
 
 @pytest.mark.parametrize("family, test, name, defect, fixtures, control", CASES, ids=[c[0] for c in CASES])
 def test_repro_exits_1_with_the_defect_and_0_without(tmp_path, family, test, name, defect, fixtures, control):
@@ -343,9 +395,10 @@ def test_repro_exits_1_with_the_defect_and_0_without(tmp_path, family, test, nam
     with_defect, said = replay(folder, defect)
     assert with_defect == 1, said
     assert "REPRODUCED" in said
+    # without the defect: the seeded zoo weights (a defect may live in the stored weights, e.g. outliers)
+    (folder / artifacts.ZOO_WEIGHTS).unlink()
     without, said_healthy = replay(folder, control)
     assert without == 0, said_healthy
-    SEEN[family] = (with_defect, without)
 
 
 def test_a_batch_mixing_repro_runs_alone_in_a_fresh_process(tmp_path):
@@ -466,9 +519,9 @@ def test_latency_repro_exits_1_when_slower_than_the_baseline_and_0_without(tmp_p
 
     baselines = recorded_baselines("distilbert")
 
-    def slow(model):  # the forward runs four times (a duplicated call in a loop): same outputs, 4x the time
+    def slow(model):  # the forward runs 8 times (a call left in a loop): same outputs, far past the 1.6x band
         forward = model.forward
-        model.forward = lambda *a, **k: [forward(*a, **k) for _ in range(4)][-1]
+        model.forward = lambda *a, **k: [forward(*a, **k) for _ in range(8)][-1]
         return model
 
     subject = breakable("distilbert")
@@ -480,3 +533,49 @@ def test_latency_repro_exits_1_when_slower_than_the_baseline_and_0_without(tmp_p
     assert with_defect == 1, said
     without, said_healthy = replay(folder)
     assert without == 0, said_healthy
+
+
+# -- every declared replay builds and passes on a healthy model --------------------------------------------
+def _cross_device_pair():
+    from devices.pairs import reference_pairs
+
+    return reference_pairs()[0]
+
+
+SMOKE = [  # (property test, the check it calls, zoo model, fixtures): the check is made to fail once
+    ("cross-device (fp64 oracle)", cross_device.test_cross_device, "check_cross_device", "bert",
+     {"comparison_pair": _cross_device_pair}),
+    ("load path (dtype)", "test_load_paths.test_load_with_dtype", "check_load_matches_plain", "bert",
+     {"dtype": "bfloat16"}),
+    ("load path (shards)", "test_load_paths.test_sharded_load", "check_load_matches_plain", "bert", {}),
+    # (image layouts: its first example, a 1-pixel-high image, is the recorded layout-ambiguity finding)
+    ("image rejects", "test_image_processors.test_rejects_unusable_inputs", "check_rejects_unusable", "vit", {}),
+    ("tokenizer encode errors", "test_tokenizers.test_encode_errors", "check_encode_errors", "bert", {}),
+    ("generation (one beam)", generation.test_one_beam_matches_greedy, "check_one_beam", "gpt2", {}),
+    ("generation (prompt lookup)", generation.test_prompt_lookup_matches_greedy, "check_prompt_lookup", "gpt2", {}),
+    ("generation (sampling)", generation.test_seeded_sampling_reproducible, "check_seeded_sampling", "gpt2", {}),
+]
+
+
+@pytest.mark.parametrize("family, test, check, name, fixtures", SMOKE, ids=[c[0] for c in SMOKE])
+def test_declared_replay_passes_on_the_healthy_model(tmp_path, monkeypatch, family, test, check, name, fixtures):
+    import importlib
+
+    if isinstance(test, str):
+        module_name, test_name = test.split(".")
+        module = importlib.import_module(f"properties.{module_name}")
+        test = getattr(module, test_name)
+    else:
+        module = importlib.import_module(test.__module__)
+
+    def fails(*args, **kwargs):
+        raise AssertionError("made to fail: this checks the replay the property declares")
+
+    monkeypatch.setattr(module, check, fails)
+    fixtures = {k: v() if callable(v) else v for k, v in fixtures.items()}
+    subject = breakable(name)
+    folder = failing_artifact(tmp_path, test, subject, **fixtures)
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    assert meta["replay"]["kind"] != "suite-only", meta["replay"]
+    code, said = replay(folder)
+    assert code == 0, said

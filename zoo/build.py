@@ -74,8 +74,6 @@ SIZE_NAMES = {
     "layers": ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers"),
     "max_length": ("max_position_embeddings", "n_positions", "max_target_positions"),
 }
-# Position ids start after pad_token_id + 1, so the usable length is two short of the table.
-OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
 DEFAULT_IMAGE_SIZE = 32  # for CNN configs without image_size: any size works, small is fast
 DEFAULT_MAX_SAMPLES = 16000  # one second at 16 kHz: the longest waveform drawn for input_values models
 
@@ -108,6 +106,16 @@ def processor_capabilities(processor) -> set[str]:
     elif isinstance(processor, FeatureExtractionMixin):
         parts["feature_extractor"] = processor
     return {name for name, part in parts.items() if part is not None}
+
+
+def _position_offset(model: torch.nn.Module) -> int:
+    """Positions a RoBERTa-style embedding reserves: its position table has a padding_idx, and
+    position ids start after it (padding_idx + 1), so the usable length is that much shorter."""
+    for name, module in model.named_modules():
+        if name.endswith("position_embeddings") and isinstance(module, torch.nn.Embedding):
+            if module.padding_idx is not None:
+                return module.padding_idx + 1
+    return 0
 
 
 def _side(image_size) -> int:
@@ -161,8 +169,7 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
     has_text = "text" in caps
     if max_length is None:
         max_length = _first(text_config, *SIZE_NAMES["max_length"], default=512)
-        if text_config.model_type in OFFSET_POSITIONS:
-            max_length -= 2
+        max_length -= _position_offset(model)
     vocab = _first(text_config, "vocab_size")
     hidden = _first(text_config, *SIZE_NAMES["hidden"])
     if getattr(config, "hidden_sizes", None) and not hasattr(config, "hidden_size"):
@@ -171,11 +178,14 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
     extra = {}
     if vision_config is not None:
         extra.update(vision_hidden_size=vision_config.hidden_size, patch_size=vision_config.patch_size,
-                     projection_dim=getattr(config, "projection_dim", 0))
+                     projection_dim=getattr(config, "projection_dim", 0),
+                     vision_layers=_first(vision_config, *SIZE_NAMES["layers"]))
     elif "vision" in caps:
         extra["patch_size"] = getattr(config, "patch_size", 0)
     if encoder_decoder:
         extra["encoder_layers"] = _first(config, "encoder_layers", "num_layers", "num_hidden_layers")
+        extra["decoder_layers"] = _first(config, "decoder_layers", "num_decoder_layers", "num_layers",
+                                         "num_hidden_layers")
     facts = contract_facts(model, hidden_size=hidden, num_layers=layers)
     extra["contract"] = facts
     extra["forward_args"] = tuple(inspect.signature(model.forward).parameters)

@@ -13,6 +13,7 @@ Ids: `<model_type>-<variant>` where variant is a key of `HEADS` (`llama-base`, `
     registry:llama*          glob over model types (all variants of each match)
     registry:vision          a modality: text, vision, audio, multimodal (also timeseries, other)
     registry:...@base        only the listed variants (comma separated), e.g. registry@base,causal-lm
+    registry@primary         one id per model type: its LM head if it has one, else its base model
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ HEADS: dict[str, tuple[str, ...]] = {
     "img-cls": ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",),
     "audio-cls": ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",),
 }
+# `@primary`: one id per model type, the first of these it has (generation and cache properties
+# need an LM head; a base model is next best)
+PRIMARY_ORDER = ("cond-gen", "causal-lm", "base", "img-cls", "audio-cls", "seq-cls")
 MODALITY_NAMES = ("text", "vision", "audio", "multimodal", "timeseries", "other")
 
 # -- the generic shrink rules ----------------------------------------------------------------------
@@ -147,6 +151,9 @@ class Entry:
     modality: str
 
     def ids(self, variants=None) -> list[str]:
+        if variants and "primary" in variants:  # one id per type: the head most properties apply to
+            have = dict(self.variants)
+            variants = (*[v for v in variants if v != "primary"], next(v for v in PRIMARY_ORDER if v in have))
         return [f"{self.model_type}-{v}" for v, _ in self.variants if variants is None or v in variants]
 
 
@@ -503,9 +510,8 @@ def variant_config(model_type: str, variant: str):
     """The tiny config of one variant: the type's tiny config, with the variant's rule applied to a copy."""
     import copy
 
-    config = tiny_config(model_type)
+    config = copy.deepcopy(tiny_config(model_type))  # models keep (and some edit) their config: never share it
     if variant in VARIANT_CONFIG:
-        config = copy.deepcopy(config)
         VARIANT_CONFIG[variant](config)
     return config
 
@@ -563,7 +569,7 @@ def parse_registry_arg(arg: str) -> tuple[str, tuple[str, ...] | None]:
     if "@" in rest:
         rest, _, names = rest.partition("@")
         variants = tuple(v.strip() for v in names.split(",") if v.strip())
-        unknown = [v for v in variants if v not in HEADS]
+        unknown = [v for v in variants if v not in HEADS and v != "primary"]
         if unknown:
             raise ValueError(f"--model {arg}: unknown variant(s) {unknown}; expected some of {', '.join(HEADS)}")
     selector = rest[1:] if rest.startswith(":") else "*"

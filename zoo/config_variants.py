@@ -19,6 +19,7 @@ from functools import lru_cache
 import torch
 
 from strategies.configs import apply_overrides
+from zoo.compat import cache_argument
 from zoo.subject import Subject
 from zoo.tiny import ZOO
 
@@ -148,11 +149,12 @@ class StyledSubject(Subject):
             return kwargs
         if style.positions == "default":
             kwargs.pop("position_ids", None)
-        if kwargs.get("use_cache") and "cache" in kwargs:
-            if kwargs["cache"] is None:
-                kwargs["cache"] = new_cache(self, style.cache, kwargs)
+        name = cache_argument(self.model)  # `cache`, or `past_key_values` before 5.24
+        if kwargs.get("use_cache") and name in kwargs:
+            if kwargs[name] is None:
+                kwargs[name] = new_cache(self, style.cache, kwargs)
             elif style.cache == "legacy":
-                kwargs["cache"] = _legacy(kwargs["cache"])
+                kwargs[name] = _legacy(kwargs[name])
         return kwargs
 
     def with_model(self, model, **spec_changes) -> "StyledSubject":

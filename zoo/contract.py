@@ -274,7 +274,8 @@ def contract(spec, input_shapes: dict[str, tuple], *, hidden_states: bool = Fals
         if with_layers:
             shape = (batch, None, None) if facts.get("hierarchical") else stream
             prefix = "decoder_hidden_states" if spec.has("encoder_decoder") else "hidden_states"
-            result.required.update({f"{prefix}.{i}": shape for i in range(layers + 1)})
+            count = spec.extra.get("decoder_layers", layers) if spec.has("encoder_decoder") else layers
+            result.required.update({f"{prefix}.{i}": shape for i in range(count + 1)})
         if spec.has("encoder_decoder"):
             encoder = resolve(("batch", "tokens", "hidden"))
             result.required["encoder_last_hidden_state"] = encoder
@@ -328,12 +329,18 @@ def _dual_encoder(spec, input_shapes, result: Contract, with_layers: bool) -> No
     text, pixels = input_shapes["input_ids"], input_shapes["pixel_values"]
     bt, bi, proj = text[0], pixels[0], spec.extra["projection_dim"]
     layers = spec.num_layers
-    towers = (("text_model_output.", bt, text[1], spec.hidden_size),
-              ("vision_model_output.", bi, _vision_tokens(spec, facts, pixels), spec.extra["vision_hidden_size"]))
-    for prefix, batch, length, width in towers:
+    import transformers
+
+    from zoo.compat import towers_pool_to_projection
+
+    # the towers' pooler_output is their projection from transformers 5.6.0 on, the pooled state before
+    projected = not spec.model_class or towers_pool_to_projection(getattr(transformers, spec.model_class))
+    towers = (("text_model_output.", bt, text[1], spec.hidden_size, layers),
+              ("vision_model_output.", bi, _vision_tokens(spec, facts, pixels), spec.extra["vision_hidden_size"],
+               spec.extra.get("vision_layers", layers)))
+    for prefix, batch, length, width, layers in towers:
         result.required[f"{prefix}last_hidden_state"] = (batch, length, width)
-        # transformers 5 replaces the towers' pooler_output with its projection
-        result.required[f"{prefix}pooler_output"] = (batch, proj)
+        result.required[f"{prefix}pooler_output"] = (batch, proj if projected else width)
         if with_layers:
             result.required.update({f"{prefix}hidden_states.{i}": (batch, length, width) for i in range(layers + 1)})
     result.required.update(text_embeds=(bt, proj), image_embeds=(bi, proj),
