@@ -250,8 +250,9 @@ def write_artifact(root: Path, nodeid: str, recorded: Mapping[str, Any], error: 
     if subject.spec.source == "zoo":
         # The weights themselves: a seeded init is the same only within one transformers release (init
         # code changes between releases), and a bisect runs repro.py on many. Tiny models: some 100 KiB.
-        save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in subject.model.state_dict().items()},
-                  str(staging / ZOO_WEIGHTS))
+        # Read off the parameters and buffers themselves, not `state_dict()` (which a defect may override).
+        weights = {**dict(subject.model.named_parameters()), **dict(subject.model.named_buffers())}
+        save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in weights.items()}, str(staging / ZOO_WEIGHTS))
     if meta["replay"]["kind"] in ("pipeline", "processor") and subject.processor is not None:
         subject.processor.save_pretrained(staging / "processor")  # the processor replays need it
     if folder.exists():

@@ -171,7 +171,21 @@ def head_classes(model_type: str) -> list[str]:
             value = mapping[model_type]
             names.update(value if isinstance(value, (list, tuple)) else [value])
     base = modeling_auto.MODEL_MAPPING_NAMES.get(model_type)
-    return sorted(names - {base} - {None})
+    return sorted(n for n in names - {base} - {None} if _same_config_class(n, model_type))
+
+
+def _same_config_class(class_name: str, model_type: str) -> bool:
+    """The head takes this family's config: some mappings pair a model type with a class of another
+    family (built from a full-size default config: gigabytes), and some heads need extra config
+    (segmentation heads' out_indices) that a plain checkpoint of the family does not have."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    head = getattr(transformers, class_name, None)
+    config_class = getattr(head, "config_class", None)
+    return head is not None and config_class is CONFIG_MAPPING[model_type] and not class_name.endswith(
+        ("ForSemanticSegmentation", "ForDepthEstimation", "ForObjectDetection", "ForUniversalSegmentation",
+         "ForInstanceSegmentation", "ForKeypointDetection"))
 
 
 def _base_key(head, key: str, base_state: dict) -> str | None:

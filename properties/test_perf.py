@@ -49,6 +49,8 @@ def longest(spec) -> int:
     """The length the size draws run up to: text length, or decoder length for audio models."""
     if spec.has("text"):
         return spec.max_length
+    if spec.has("waveform"):
+        return spec.max_samples
     return spec.decoder_max_length if spec.has("encoder_decoder") else 0
 
 
@@ -69,6 +71,10 @@ def inputs_of_size(spec, batch: int, length: int, seed: int = 0) -> dict[str, np
                                             dtype=np.float32)
     if spec.has("audio"):
         inputs["input_features"] = rng.standard_normal((batch, spec.num_mel_bins, spec.num_frames), dtype=np.float32)
+    if spec.has("waveform"):  # `length` counts samples
+        samples = max(length, spec.min_samples)
+        inputs["input_values"] = rng.uniform(-1, 1, (batch, samples)).astype(np.float32)
+        inputs["attention_mask"] = np.ones((batch, samples), dtype=np.int64)
     if spec.has("encoder_decoder"):
         decoder_length = min(length, spec.decoder_max_length)
         ids = rng.integers(0, spec.decoder_vocab_size or spec.vocab_size, (batch, decoder_length), dtype=np.int64)

@@ -14,6 +14,7 @@ from hypothesis import event, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from strategies import audio, images, tokens
+from strategies.signature import signature_inputs
 
 
 @st.composite
@@ -46,6 +47,8 @@ def model_inputs(draw, spec, *, batch_sizes=(1, 4), padding_side: str | None = N
     # a dual encoder (CLIP) takes a text batch and an image batch of independent sizes
     image_rows = draw(st.integers(*batch_sizes), label="image batch size") if spec.has("text", "vision") else batch
     inputs.update(draw(non_token_inputs(spec, batch, image_rows=image_rows), label="non-token inputs"))
+    if spec.extra.get("signature_inputs"):  # what the forward needs beyond these (strategies/signature.py)
+        inputs = draw(signature_inputs(spec, inputs), label="signature inputs")
     return inputs
 
 

@@ -194,8 +194,16 @@ def run_one(checkpoint: Path, logs: Path, *, timeout: float, extra: list[str]) -
                                  "raised_at": where, "hfprops_frame": where, "draws": [], "sub": []})
     if not outcome.failures and (outcome.timed_out or proc.returncode not in (0, 1, 5)):
         outcome.failures.append({"test": "(run)", "kind": "error",
-                                 "first_line": "timed out" if outcome.timed_out else _last_lines(text)})
+                                 "first_line": _why_no_result(outcome, text)})
     return outcome
+
+
+def _why_no_result(outcome: Outcome, text: str) -> str:
+    if outcome.timed_out:
+        return f"timed out after {outcome.wall_s} s"
+    if outcome.returncode is not None and outcome.returncode < 0:  # e.g. -9: the kernel's OOM killer
+        return f"killed by signal {-outcome.returncode} (SIGKILL is usually out of memory) | {_last_lines(text, 1)}"
+    return _last_lines(text)
 
 
 def _last_lines(text: str, n: int = 3) -> str:
@@ -206,16 +214,16 @@ _KINDS = {r.name: r.kind for r in heldout.rows()}
 
 
 def markdown(outcomes: list[Outcome]) -> str:
-    head = "| checkpoint | class | collected | passed | failed | errors | skipped | xfailed | wall s |"
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    head = "| checkpoint | class | collected | passed | failed | errors | skipped | xfailed | xpassed | wall s |"
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for o in outcomes:
         mark = " (timed out)" if o.timed_out else ""
         lines.append(f"| {o.name}{mark} | {o.model_class} | {o.collected} | {o.passed} | {o.failed} | {o.errors} | "
-                     f"{o.skipped} | {o.xfailed} | {o.wall_s} |")
+                     f"{o.skipped} | {o.xfailed} | {o.xpassed} | {o.wall_s} |")
     total = {k: sum(getattr(o, k) for o in outcomes) for k in ("collected", "passed", "failed", "errors", "skipped",
-                                                                 "xfailed")}
+                                                                 "xfailed", "xpassed")}
     lines.append(f"| **total** ({len(outcomes)}) | | {total['collected']} | {total['passed']} | {total['failed']} | "
-                 f"{total['errors']} | {total['skipped']} | {total['xfailed']} | "
+                 f"{total['errors']} | {total['skipped']} | {total['xfailed']} | {total['xpassed']} | "
                  f"{round(sum(o.wall_s for o in outcomes), 1)} |")
     for o in outcomes:
         lines += ["", f"### {o.name} ({o.model_class}, {_KINDS.get(o.name, '?')}): {o.summary_line or 'no summary line'}"]

@@ -125,4 +125,5 @@ def test_save_load_passes_healthy_models(tmp_path):
         reloaded, info = save_and_reload(subject, tmp_path / name)
         save_load.check_saved_tensors(subject, tmp_path / name, info)
         save_load.check_same_structure(subject, reloaded)
+        save_load.check_same_weights(subject, reloaded)
         expect_passes(save_load.check_same_outputs, model_inputs(subject.spec), subject, reloaded)

@@ -119,4 +119,4 @@ def test_sweep_parses_summary_counts_and_exception_groups():
     outcome = sweep.Outcome("m", "HubertModel", collected=3, passed=1, failed=2,
                             failures=[{"test": "t", "kind": "failure", "first_line": "boom", "sub": subs}])
     table = sweep.markdown([outcome])
-    assert "| m | HubertModel | 3 | 1 | 2 |" in table and "boom" in table and "mask_length" in table
+    assert "| m | HubertModel | 3 | 1 | 2 | 0 | 0 | 0 | 0 |" in table and "boom" in table and "mask_length" in table

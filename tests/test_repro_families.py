@@ -40,6 +40,7 @@ from properties import test_generation as generation
 from properties import test_gradients as gradients
 from properties import test_inputs_untouched as untouched
 from properties import test_precision as precision
+from properties import test_save_load as save_load
 from properties import test_shapes as shapes
 from tests.planted import breakable, on_output
 
@@ -335,6 +336,24 @@ def chunk_dependent(model):
     return model
 
 
+def weight_lost_on_save(model):
+    """`state_dict()` forgets one weight: the saved checkpoint lacks it, reloading re-initialises it."""
+    state_dict = model.state_dict
+    model.state_dict = lambda *a, **k: {key: v for key, v in state_dict(*a, **k).items()
+                                        if key != "encoder.layer.0.output.dense.weight"}
+    return model
+
+
+def _saved(subject):
+    """The save/load property's `saved` fixture: (directory, reloaded subject, loading info)."""
+    import tempfile
+
+    from zoo.subject import save_and_reload
+
+    directory = tempfile.mkdtemp(prefix="hfprops-saved-")
+    return (directory, *save_and_reload(subject, directory))
+
+
 def _threads_pair():
     from devices.pairs import threads_pair
 
@@ -346,6 +365,7 @@ CASES = [
     ("finite", finite.test_finite, "bert", nan_when_batched, {}, None),
     ("shape contract", shapes.test_shapes, "gpt2", squeezed, {}, None),
     ("determinism", determinism.test_deterministic, "bert", dropout_in_eval, {}, None),
+    ("save/load round trip", save_load.test_same_outputs, "bert", weight_lost_on_save, {"saved": _saved}, None),
     ("batch invariance", batching.test_batch_invariance, "vit", items_mixing, {}, None),
     ("batch invariance (mask)", batching.test_batch_invariance, "bert", ignore_attention_mask, {}, None),
     ("batch order", batching.test_batch_order, "bert", row_leak, {}, None),
@@ -383,12 +403,12 @@ CASES = [
 def test_repro_exits_1_with_the_defect_and_0_without(tmp_path, family, test, name, defect, fixtures, control):
     if test is backends.test_backend_agrees_with_eager:
         _register_swappable()
-    fixtures = {k: v() if callable(v) else v for k, v in fixtures.items()}
     subject = breakable(name)
     if test is backends.test_backend_agrees_with_eager:
         low_precision_backend(subject.model)
     else:
         defect(subject.model)
+    fixtures = {k: (v(subject) if v is _saved else v()) if callable(v) else v for k, v in fixtures.items()}
     folder = failing_artifact(tmp_path, test, subject, **fixtures)
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     assert meta["replay"]["kind"] not in ("suite-only",), meta["replay"]

@@ -72,7 +72,7 @@ def _embeddings_tied(model: torch.nn.Module) -> bool:
 SIZE_NAMES = {
     "hidden": ("hidden_size", "d_model", "n_embd", "dim", "embed_dim"),
     "layers": ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers"),
-    "max_length": ("max_position_embeddings", "n_positions", "max_target_positions"),
+    "max_length": ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_target_positions"),
 }
 DEFAULT_IMAGE_SIZE = 32  # for CNN configs without image_size: any size works, small is fast
 DEFAULT_MAX_SAMPLES = 16000  # one second at 16 kHz: the longest waveform drawn for input_values models
@@ -160,6 +160,9 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
         caps.add("tied_embeddings")
     caps.add("hidden_states")
     caps |= processor_capabilities(processor)
+    if "tokenizer" in caps and not caps & {"text", "encoder_decoder"}:
+        # a CTC head's tokenizer decodes outputs (merging repeats by design); the model reads no ids
+        caps.discard("tokenizer")
     if pipeline_task:
         caps.add("pipeline")
     modality = (
@@ -170,6 +173,11 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
     if max_length is None:
         max_length = _first(text_config, *SIZE_NAMES["max_length"], default=512)
         max_length -= _position_offset(model)
+        # A model without a position table (ALiBi, relative) has no limit of its own: the shipped
+        # tokenizer's model_max_length is then what users feed it.
+        tokenizer_limit = getattr(getattr(processor, "tokenizer", processor), "model_max_length", None)
+        if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < max_length:
+            max_length = tokenizer_limit
     vocab = _first(text_config, "vocab_size")
     hidden = _first(text_config, *SIZE_NAMES["hidden"])
     if getattr(config, "hidden_sizes", None) and not hasattr(config, "hidden_size"):
@@ -189,6 +197,9 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
     facts = contract_facts(model, hidden_size=hidden, num_layers=layers)
     extra["contract"] = facts
     extra["forward_args"] = tuple(inspect.signature(model.forward).parameters)
+    from strategies.signature import signature_plan  # extra inputs the forward needs (bbox, placeholders, ...)
+
+    extra.update(signature_plan(model))
     vision_source = vision_config or config
     num_frames = 2 * config.max_source_positions if "audio" in caps else 0
     min_samples, max_samples = _waveform_range(facts) if "waveform" in caps else (0, 0)

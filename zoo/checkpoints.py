@@ -162,13 +162,13 @@ PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
 
 def _load_processor(path: str):
     """(the checkpoint's own processor or tokenizer, None) or (None, why there is none)."""
-    from transformers import AutoProcessor, AutoTokenizer
+    from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoProcessor, AutoTokenizer
 
     shipped = sorted(f for f in PROCESSOR_FILES if (Path(path) / f).is_file())
     if not shipped:
         return None, "the checkpoint ships no tokenizer or processor files (" + ", ".join(PROCESSOR_FILES[:3]) + ", ...)"
     errors = []
-    for loader in (AutoProcessor, AutoTokenizer):
+    for loader in (AutoProcessor, AutoTokenizer, AutoFeatureExtractor, AutoImageProcessor):
         try:
             return loader.from_pretrained(path, local_files_only=True, trust_remote_code=False), None
         except Exception as exc:  # each loader refuses in its own way; the reason is reported, not raised
