@@ -122,6 +122,9 @@ _CONFTEST = """
     class _Spec:
         source = "checkpoint"
 
+        def has(self, *capabilities):
+            return not capabilities
+
     class _Subject:
         name, processor, spec = "m", None, _Spec()
         model = torch.nn.Sequential(torch.nn.Embedding(3, 2))
