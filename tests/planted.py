@@ -8,6 +8,8 @@ property fails and that its message says the right thing.
 
 from __future__ import annotations
 
+import functools
+
 import copy
 from dataclasses import dataclass
 from functools import lru_cache
@@ -96,4 +98,32 @@ def on_output(model: torch.nn.Module, change: Callable[[torch.Tensor, tuple], to
         return output
 
     model.register_forward_hook(hook, with_kwargs=True)
+    return model
+
+
+# -- defects shared by several planted-defect tests ----------------------------------------------------
+def ignore_attention_mask(model: torch.nn.Module) -> torch.nn.Module:
+    """The model attends to padding: its attention mask is replaced by ones before the forward."""
+
+    def pre_hook(module, args, kwargs):
+        if kwargs.get("attention_mask") is not None:
+            kwargs["attention_mask"] = torch.ones_like(kwargs["attention_mask"])
+        return args, kwargs
+
+    model.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    return model
+
+
+def shift_cached_positions(model: torch.nn.Module) -> torch.nn.Module:
+    """Off-by-one cache offset: a call that continues a cache numbers its tokens from cache length + 1."""
+    forward = model.forward
+
+    @functools.wraps(forward)  # keeps the forward's signature: the subject reads it (e.g. the cache's name)
+    def shifted(*args, position_ids=None, **kwargs):
+        past = kwargs.get("cache", kwargs.get("past_key_values"))
+        if past is not None and past.get_seq_length() > 0 and position_ids is not None:
+            position_ids = position_ids + 1
+        return forward(*args, position_ids=position_ids, **kwargs)
+
+    model.forward = shifted
     return model

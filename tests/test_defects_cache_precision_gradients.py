@@ -7,7 +7,6 @@ its own RNG), runs the property's own check and strategy until it fails, and che
 the shrunk input. Each control runs the same search on the healthy model and finds nothing.
 """
 
-import functools
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from properties import test_cache as cache
 from properties import test_gradients as grads
 from properties import test_precision as precision
 from strategies.batches import model_inputs
-from tests.planted import breakable, expect_caught, expect_passes, healthy
+from tests.planted import breakable, expect_caught, expect_passes, healthy, shift_cached_positions
 from zoo.compat import CHECKPOINTING_ENTRY_POINT
 
 
@@ -46,19 +45,6 @@ def _subclass(model, name: str, **methods):
 
 
 # -- cache equivalence ------------------------------------------------------------------------------
-def _shift_cached_positions(model):
-    """Off-by-one cache offset: a call that continues a cache numbers its tokens from cache length + 1."""
-    forward = model.forward
-
-    @functools.wraps(forward)  # keeps the forward's signature: the subject reads it (e.g. the cache's name)
-    def shifted(*args, position_ids=None, **kwargs):
-        past = kwargs.get("cache", kwargs.get("past_key_values"))
-        if past is not None and past.get_seq_length() > 0 and position_ids is not None:
-            position_ids = position_ids + 1
-        return forward(*args, position_ids=position_ids, **kwargs)
-
-    model.forward = shifted
-    return model
 
 
 def _shift_cached_decoder_positions(model):
@@ -75,7 +61,7 @@ def _shift_cached_decoder_positions(model):
     return model
 
 
-@pytest.mark.parametrize("name, plant", [("llama", _shift_cached_positions), ("bart", _shift_cached_decoder_positions)])
+@pytest.mark.parametrize("name, plant", [("llama", shift_cached_positions), ("bart", _shift_cached_decoder_positions)])
 def test_cache_catches_wrong_cached_positions(name, plant):
     subject = breakable(name)
     plant(subject.model)

@@ -18,7 +18,7 @@ from properties import test_bad_input as bad_input
 from properties import test_batching as batching
 from properties import test_inputs_untouched as untouched
 from strategies.batches import bad_input_kinds, bad_inputs, composed_batches, model_inputs, padding_amounts, reordered_batches
-from tests.planted import breakable, expect_caught, expect_passes, healthy, on_output
+from tests.planted import breakable, expect_caught, expect_passes, healthy, on_output, ignore_attention_mask
 from zoo.tiny import ZOO_NAMES
 
 # Text models whose input embeddings transformers exposes (CLIPModel does not: get_input_embeddings raises).
@@ -31,16 +31,6 @@ def longest_item(batch) -> int:
     return max((item["input_ids"].shape[1] for item in batch.items if "input_ids" in item), default=0)
 
 
-def ignore_attention_mask(model):
-    """The model attends to padding: its attention mask is replaced by ones before the forward."""
-
-    def pre_hook(module, args, kwargs):
-        if kwargs.get("attention_mask") is not None:
-            kwargs["attention_mask"] = torch.ones_like(kwargs["attention_mask"])
-        return args, kwargs
-
-    model.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    return model
 
 
 # -- batch invariance ------------------------------------------------------------------------------

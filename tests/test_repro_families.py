@@ -12,11 +12,9 @@ proves the standalone replay reruns the property's comparison, not the suite.
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib.util
 import io
 import json
-import string
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +40,7 @@ from properties import test_inputs_untouched as untouched
 from properties import test_precision as precision
 from properties import test_save_load as save_load
 from properties import test_shapes as shapes
-from tests.planted import breakable, on_output
+from tests.planted import breakable, on_output, ignore_attention_mask, shift_cached_positions
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH = settings(max_examples=150, deadline=None, database=None, derandomize=True, print_blob=True,
@@ -114,13 +112,6 @@ def dropout_in_eval(model):
     return on_output(model, lambda out, kwargs: F.dropout(out, p=0.5, training=True))
 
 
-def ignore_attention_mask(model):
-    def pre_hook(module, args, kwargs):
-        if kwargs.get("attention_mask") is not None:
-            kwargs["attention_mask"] = torch.ones_like(kwargs["attention_mask"])
-        return args, kwargs
-    model.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    return model
 
 
 def ignore_4d_mask(model):
@@ -140,17 +131,6 @@ def ignore_position_ids(model):
     return model
 
 
-def shift_cached_positions(model):
-    forward = model.forward
-
-    def shifted(*args, position_ids=None, **kwargs):
-        past = kwargs.get("cache", kwargs.get("past_key_values"))
-        if past is not None and past.get_seq_length() > 0 and position_ids is not None:
-            position_ids = position_ids + 1
-        return forward(*args, position_ids=position_ids, **kwargs)
-
-    model.forward = shifted
-    return model
 
 
 def bf16_shortcut(model):
