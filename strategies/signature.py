@@ -285,10 +285,17 @@ def signature_inputs(draw, spec, inputs: dict):
             event("signature: image placeholder run")
     if "eos_at_end" in names and "input_ids" in out:
         ids, mask = np.array(out["input_ids"], copy=True), out.get("attention_mask", np.ones_like(out["input_ids"]))
+        eos = extra["eos_token_id"]
+        # exactly one eos per item, at its end, as a tokenizer writes it (the head refuses unequal counts)
+        ordinary = next(i for i in range(spec.vocab_size) if i not in (eos, spec.pad_token_id))
+        ids[ids == eos] = ordinary
         for r in range(ids.shape[0]):
             last = np.flatnonzero(mask[r])[-1]
-            ids[r, last] = extra["eos_token_id"]
+            ids[r, last] = eos
         out["input_ids"] = ids
+        # the head pools the decoder's states at input_ids' eos positions, so the decoder must read
+        # input_ids itself: called as users call it, without decoder_input_ids (the model shifts input_ids)
+        out.pop("decoder_input_ids", None)
     if "mm_token_type_ids" in names and "input_ids" in out and "image_token_id" in extra:
         out["mm_token_type_ids"] = (out["input_ids"] == extra["image_token_id"]).astype(np.int64)
     if "bbox" in names and "input_ids" in out:

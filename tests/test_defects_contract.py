@@ -41,6 +41,9 @@ MODELS = {
                      dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
                           image_size=32, patch_size=8)),
     "wav2vec2": ("Wav2Vec2Model", "Wav2Vec2Config", WAVE),
+    # hierarchical: the width doubles per stage (8 -> 16), so the config's hidden_size is not the output's
+    "swin": ("SwinModel", "SwinConfig", dict(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[2, 2],
+                                             window_size=2, hidden_size=8)),
 }
 
 
@@ -94,6 +97,14 @@ def test_cnn_feature_map_with_the_wrong_stride_is_caught():
     stage.downsampling_layer[1] = torch.nn.Conv2d(old.in_channels, old.out_channels, kernel_size=1, stride=1)
     expect_caught(shapes.check_shapes, model_inputs(subject.spec), subject,
                   says=("[convnext] shape contract", "last_hidden_state: got (1, 32, 2, 2), expected (1, 32, 1, 1)"))
+
+
+def test_hierarchical_tower_losing_its_last_stage_width_is_caught():
+    """A Swin whose last stage comes out at the first stage's width (16 channels cut to 8)."""
+    subject = breakable("swin")
+    on_output(subject.model, lambda out, kwargs: out[..., :8] if out.shape[-1] == 16 else out)
+    expect_caught(shapes.check_shapes, model_inputs(subject.spec), subject,
+                  says=("[swin] shape contract", "pooler_output: got (1, 8), expected (1, 16)"))
 
 
 def test_waveform_mask_ignored_is_caught():

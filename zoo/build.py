@@ -72,7 +72,8 @@ def _embeddings_tied(model: torch.nn.Module) -> bool:
 SIZE_NAMES = {
     "hidden": ("hidden_size", "d_model", "n_embd", "dim", "embed_dim"),
     "layers": ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers"),
-    "max_length": ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_target_positions"),
+    "max_length": ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_target_positions",
+                   "model_max_length"),
 }
 DEFAULT_IMAGE_SIZE = 32  # for CNN configs without image_size: any size works, small is fast
 DEFAULT_MAX_SAMPLES = 16000  # one second at 16 kHz: the longest waveform drawn for input_values models
@@ -112,9 +113,9 @@ def _position_offset(model: torch.nn.Module) -> int:
     """Positions a RoBERTa-style embedding reserves: its position table has a padding_idx, and
     position ids start after it (padding_idx + 1), so the usable length is that much shorter."""
     for name, module in model.named_modules():
-        if name.endswith("position_embeddings") and isinstance(module, torch.nn.Embedding):
-            if module.padding_idx is not None:
-                return module.padding_idx + 1
+        # any embedding-like module, not only torch's (I-BERT's QuantEmbedding keeps a padding_idx too)
+        if name.endswith("position_embeddings") and isinstance(getattr(module, "padding_idx", None), int):
+            return module.padding_idx + 1
     return 0
 
 

@@ -90,7 +90,8 @@ SIZE_RULES: dict[str, int] = {
                      "linear_key_head_dim", "linear_value_head_dim", "mamba_head_dim", "d_kv", "d_head",
                      "attention_head_size", "resampler_head_dim", "dim_head", "swa_head_dim"), 8),
     **dict.fromkeys(("max_position_embeddings", "n_positions", "max_target_positions", "n_ctx",
-                     "max_2d_position_embeddings", "max_text_positions", "context_length"), MAX_POSITIONS),
+                     "max_2d_position_embeddings", "max_text_positions", "context_length",
+                     "model_max_length"), MAX_POSITIONS),
     **dict.fromkeys(("mamba_d_state", "state_size", "ssm_state_size", "d_state"), 16),
     "max_source_positions": 50,  # audio encoders: input frames = 2 x this (see zoo/tiny.py)
     "num_mel_bins": 16,
@@ -502,8 +503,16 @@ def _pad_for_classifier(config) -> None:
             cfg.pad_token_id = (eos[0] if isinstance(eos, (list, tuple)) else eos) if eos is not None else 0
 
 
-# variant -> config change every model of that variant needs (each function says why)
-VARIANT_CONFIG = {"seq-cls": _pad_for_classifier}
+def _decoder_start_for_classifier(config) -> None:
+    """Encoder-decoder sequence classifiers are called without decoder inputs (they shift input_ids
+    right, from decoder_start_token_id); T5's default config has none, its checkpoints' configs hold
+    the pad id: give it that."""
+    if config.is_encoder_decoder and getattr(config, "decoder_start_token_id", None) is None:
+        config.decoder_start_token_id = config.pad_token_id
+
+
+# variant -> config changes every model of that variant needs (each function says why)
+VARIANT_CONFIG = {"seq-cls": (_pad_for_classifier, _decoder_start_for_classifier)}
 
 
 def variant_config(model_type: str, variant: str):
@@ -511,8 +520,8 @@ def variant_config(model_type: str, variant: str):
     import copy
 
     config = copy.deepcopy(tiny_config(model_type))  # models keep (and some edit) their config: never share it
-    if variant in VARIANT_CONFIG:
-        VARIANT_CONFIG[variant](config)
+    for change in VARIANT_CONFIG.get(variant, ()):
+        change(config)
     return config
 
 

@@ -17,6 +17,10 @@ OVERRIDES: dict[str, dict] = {
                      "reason": "validate_architecture: adaptor intermediate_size must equal text hidden_size // 4"},
     "lw_detr": {"config": {"backbone_config": {"num_windows": 4}},
                 "reason": "validate_architecture: image_size / num_windows must be a multiple of sqrt(num_windows)"},
+    "mpnet": {"config": {"relative_attention_num_buckets": 32},
+              "reason": "MPNetEncoder.compute_position_bias buckets relative positions into a hardcoded 32 "
+                        "(num_buckets=32) whatever config.relative_attention_num_buckets sizes the bias table: "
+                        "fewer buckets raise IndexError (an upstream defect only for non-default configs)"},
     "depth_pro": {"config": {"patch_size": 32},
                   "reason": "validate_architecture: the image model's image_size (32) must equal the top-level patch_size"},
 }

@@ -64,7 +64,7 @@ HEAD_LOGITS = {
 
 # Learned token vectors that a vision embedding puts before the patches: (1, n, hidden) tensors count
 # n tokens, a single (hidden,) vector (CLIP's class_embedding) one. mask_token replaces patches: not counted.
-EXTRA_TOKEN_PARAMETERS = ("cls_token", "class_embedding", "distillation_token", "register_tokens")
+EXTRA_TOKEN_PARAMETERS = ("cls_token", "class_embedding", "distillation_token", "register_tokens", "detection_tokens")
 
 # Outputs that are not numerical results of a plain forward, or that the suite never requests.
 NOT_JUDGED = frozenset({"loss", "past_key_values", "cache", "attentions", "cross_attentions",
@@ -136,8 +136,9 @@ def contract_facts(model, *, hidden_size: int, num_layers: int) -> dict:
     config = model.config
     out_cls = output_class(model)
     fields = [f.name for f in dataclasses.fields(out_cls)] if out_cls else []
-    layout = "feature_map" if out_cls and "NoAttention" in out_cls.__name__ and getattr(
-        config, "hidden_sizes", None) else "tokens"
+    # an image model whose output class has no attentions is a CNN: (batch, channels, h, w) feature maps
+    layout = "feature_map" if out_cls and "NoAttention" in out_cls.__name__ and (
+        getattr(config, "hidden_sizes", None) or model.main_input_name == "pixel_values") else "tokens"
     facts = {
         "head": head_kind(type(model).__name__),
         "output_class": out_cls.__name__ if out_cls else None,
@@ -153,7 +154,9 @@ def contract_facts(model, *, hidden_size: int, num_layers: int) -> dict:
             extra += param.shape[1] if param.dim() == 3 else 1
     facts["extra_tokens"] = extra
     facts["hierarchical"] = bool(getattr(config, "depths", None)) and layout == "tokens"
-    if layout == "feature_map":
+    if layout == "feature_map" and not getattr(config, "hidden_sizes", None):
+        facts["stage_channels"] = None  # no per-stage widths in the config (MobileNet): shapes' ranks only
+    elif layout == "feature_map":
         stages = len(config.depths) if getattr(config, "depths", None) else len(config.hidden_sizes)
         facts["num_layers"] = stages
         facts["stage_channels"] = list(config.hidden_sizes)
@@ -164,6 +167,11 @@ def contract_facts(model, *, hidden_size: int, num_layers: int) -> dict:
                 break
     elif facts["hierarchical"]:
         facts["num_layers"] = len(config.depths)
+        facts["blocks"] = sum(int(d) for d in config.depths)
+        # the last stage's width: timm's num_features where the model keeps it (Swin doubles per stage,
+        # so config.hidden_size of a shrunk config need not say it), else the config's last stage width
+        width = getattr(model, "num_features", None) or (list(getattr(config, "hidden_sizes", None) or [])[-1:] or [None])[0]
+        facts["final_width"] = int(width) if isinstance(width, int) else None
     conv = _conv_layers(config)
     if conv:
         facts["conv_layers"] = conv
@@ -196,7 +204,8 @@ class Contract:
         missing = sorted(set(self.required) - set(got))
         if missing:
             wrong.append(f"missing outputs {missing}")
-        extra = sorted(n for n in set(got) - set(self.shapes) if _field_of(n) not in self.unchecked)
+        extra = sorted(n for n in set(got) - set(self.shapes)
+                       if _field_of(n) not in self.unchecked and _field_of(n) not in NOT_JUDGED)
         if extra:
             wrong.append(f"outputs outside the contract {extra}")
         return wrong
@@ -226,9 +235,10 @@ def _vision_tokens(spec, facts, pixel_shape) -> int | None:
     if facts.get("hierarchical"):
         return None
     patch = spec.extra.get("patch_size") or 0
-    if not patch or pixel_shape[-1] % patch or pixel_shape[-2] % patch:
+    ph, pw = (tuple(patch)[-2:] if isinstance(patch, (list, tuple)) else (patch, patch)) if patch else (0, 0)
+    if not (ph and pw) or pixel_shape[-2] % ph or pixel_shape[-1] % pw:
         return None
-    return (pixel_shape[-2] // patch) * (pixel_shape[-1] // patch) + facts.get("extra_tokens", 0)
+    return (pixel_shape[-2] // ph) * (pixel_shape[-1] // pw) + facts.get("extra_tokens", 0)
 
 
 def contract(spec, input_shapes: dict[str, tuple], *, hidden_states: bool = False) -> Contract:
@@ -257,7 +267,11 @@ def contract(spec, input_shapes: dict[str, tuple], *, hidden_states: bool = Fals
         return tuple(axes.get(n) for n in names)
 
     layers = facts.get("num_layers", spec.num_layers)
-    if spec.has("text", "vision"):  # dual encoder: two towers, pairwise logits
+    # dual encoder (CLIP-style): two towers, pairwise logits. Read off the output class, not off the
+    # modalities: a vision-language LM (Gemma 3, LLaVA, Qwen-VL) and CLIP's image classifier take text
+    # and images too and return one token stream.
+    fields = facts.get("output_fields")
+    if ("logits_per_image" in fields) if fields else spec.has("text", "vision"):
         _dual_encoder(spec, input_shapes, result, with_layers)
         return result
     if facts.get("layout") == "feature_map":
@@ -266,16 +280,26 @@ def contract(spec, input_shapes: dict[str, tuple], *, hidden_states: bool = Fals
         side = "decoder_tokens" if spec.has("encoder_decoder") else "tokens"
         stream = resolve(("batch", side, "hidden"))
         if facts.get("hierarchical"):
-            stream = (batch, None, spec.hidden_size)
+            # hierarchical towers return a token stream (Swin) or a feature map (SegFormer, PVTv2); the
+            # config does not say which, so either is allowed, at the last stage's width
+            width = facts.get("final_width") or spec.hidden_size
+            stream = [(batch, None, width), (batch, width, None, None)]
         head = facts.get("head", "base")
         if head == "base":
             result.required["last_hidden_state"] = stream
-            result.optional["pooler_output"] = (batch, spec.extra.get("pooled_size") or spec.hidden_size)
+            pooled = spec.extra.get("pooled_size") or (facts.get("final_width") if facts.get("hierarchical") else None)
+            result.optional["pooler_output"] = (batch, pooled or spec.hidden_size)
         if with_layers:
-            shape = (batch, None, None) if facts.get("hierarchical") else stream
+            shape = [(batch, None, None), (batch, None, None, None)] if facts.get("hierarchical") else stream
             prefix = "decoder_hidden_states" if spec.has("encoder_decoder") else "hidden_states"
             count = spec.extra.get("decoder_layers", layers) if spec.has("encoder_decoder") else layers
-            result.required.update({f"{prefix}.{i}": shape for i in range(count + 1)})
+            if facts.get("hierarchical"):
+                # one state per stage, with or without the embeddings' state, or one per block (PVT):
+                # the first `count` are required, the rest optional
+                result.required.update({f"{prefix}.{i}": shape for i in range(count)})
+                result.optional.update({f"{prefix}.{i}": shape for i in range(count, facts.get("blocks", 0) + 1)})
+            else:
+                result.required.update({f"{prefix}.{i}": shape for i in range(count + 1)})
         if spec.has("encoder_decoder"):
             encoder = resolve(("batch", "tokens", "hidden"))
             result.required["encoder_last_hidden_state"] = encoder
@@ -301,6 +325,16 @@ def contract(spec, input_shapes: dict[str, tuple], *, hidden_states: bool = Fals
 def _feature_map(spec, facts, pixel_shape, batch, result: Contract, with_layers: bool) -> None:
     """CNN back bones: (batch, channels, height / stride, width / stride) feature maps, pooled output."""
     channels = facts["stage_channels"]
+    head = facts.get("head", "base")
+    if channels is None:  # widths unknown: the ranks of the maps and of the pooled output are still known
+        if head == "base":
+            result.required["last_hidden_state"] = (batch, None, None, None)
+            result.optional["pooler_output"] = [(batch, None), (batch, None, 1, 1)]
+        if head in HEAD_LOGITS:
+            result.required["logits"] = (batch, facts.get("num_labels") or None)
+        # hidden_states stay unchecked: how many maps, and how wide, the config does not say
+        result.notes.append("feature maps: no per-stage widths in the config; ranks checked only")
+        return
     stride = facts.get("stride")
     height, width = pixel_shape[-2:]
     if stride and height % stride == 0 and width % stride == 0:
@@ -309,7 +343,6 @@ def _feature_map(spec, facts, pixel_shape, batch, result: Contract, with_layers:
         spatial = (None, None)
         result.notes.append(f"feature-map size not checked: {facts.get('stride_rule')}")
     final = (batch, channels[-1], *spatial)
-    head = facts.get("head", "base")
     if head == "base":
         result.required["last_hidden_state"] = final
         # pooled over the spatial axes; some CNNs keep them as 1x1 (ResNet), others drop them (ConvNeXt)
@@ -317,17 +350,21 @@ def _feature_map(spec, facts, pixel_shape, batch, result: Contract, with_layers:
     if head in HEAD_LOGITS:
         result.required["logits"] = (batch, facts.get("num_labels") or None)
     if with_layers:
+        # one map per stage, after the stem's map (ConvNeXt, ResNet) or without it (PoolFormer): map i
+        # is stage i's or stage i+1's; the last stage's map is the final one either way
         count = facts["num_layers"]
-        for i in range(count + 1):
-            result.required[f"hidden_states.{i}"] = (batch, channels[i - 1] if i else None, None, None)
-        result.required[f"hidden_states.{count}"] = final
+        for i in range(count):
+            result.required[f"hidden_states.{i}"] = [(batch, c, None, None) for c in
+                                                     dict.fromkeys(([channels[i - 1]] if i else [None]) + [channels[i]])]
+        result.optional[f"hidden_states.{count}"] = final
 
 
 def _dual_encoder(spec, input_shapes, result: Contract, with_layers: bool) -> None:
     """Text and image towers with pairwise logits (CLIP-style); each tower pools to its projection."""
     facts = spec.extra.get("contract") or {}
     text, pixels = input_shapes["input_ids"], input_shapes["pixel_values"]
-    bt, bi, proj = text[0], pixels[0], spec.extra["projection_dim"]
+    # no projection_dim (SigLIP): the towers' pooled states are the embeddings, hidden_size wide
+    bt, bi, proj = text[0], pixels[0], spec.extra["projection_dim"] or spec.hidden_size
     layers = spec.num_layers
     import transformers
 
