@@ -46,6 +46,14 @@ def _first(config, *names, default=0):
     return default
 
 
+def _side_config(config, side: str):
+    """The encoder's or decoder's sub-config where the config nests one, else the config itself."""
+    from transformers import PretrainedConfig
+
+    sub = getattr(config, side, None)
+    return sub if isinstance(sub, PretrainedConfig) else config
+
+
 def _token_id(value):
     return value[0] if isinstance(value, (list, tuple)) else value
 
@@ -191,10 +199,11 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
                      vision_layers=_first(vision_config, *SIZE_NAMES["layers"]))
     elif "vision" in caps:
         extra["patch_size"] = getattr(config, "patch_size", 0)
-    if encoder_decoder:
-        extra["encoder_layers"] = _first(config, "encoder_layers", "num_layers", "num_hidden_layers")
-        extra["decoder_layers"] = _first(config, "decoder_layers", "num_decoder_layers", "num_layers",
+    if encoder_decoder:  # each side's own config where the model has one (EncoderDecoderModel, T5Gemma)
+        extra["encoder_layers"] = _first(_side_config(config, "encoder"), "encoder_layers", "num_layers",
                                          "num_hidden_layers")
+        extra["decoder_layers"] = _first(_side_config(config, "decoder"), "decoder_layers", "num_decoder_layers",
+                                         "num_layers", "num_hidden_layers")
     facts = contract_facts(model, hidden_size=hidden, num_layers=layers)
     extra["contract"] = facts
     extra["forward_args"] = tuple(inspect.signature(model.forward).parameters)

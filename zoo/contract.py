@@ -316,6 +316,8 @@ def contract(spec, input_shapes: dict[str, tuple], *, hidden_states: bool = Fals
         if head != "base" and "last_hidden_state" in facts.get("output_fields", ()):
             result.optional["last_hidden_state"] = stream
     fields = set(facts.get("output_fields") or ())
+    if fields:  # never require a field the output class does not declare (DPR's encoders pool only)
+        result.required = {n: s for n, s in result.required.items() if _field_of(n) in fields}
     result.unchecked = {f for f in fields if f not in NOT_JUDGED} - {_field_of(n) for n in result.shapes}
     if not fields:  # no declared output class: judge what has a rule, leave the rest unchecked
         result.unchecked = {"*"}
