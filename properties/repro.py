@@ -233,7 +233,7 @@ def real_token_masks(outputs: dict, inputs: dict, meta: dict) -> dict:
     encoder_decoder = "encoder_decoder" in meta["spec"]["capabilities"]
     masks = {}
     for name, tensor in outputs.items():
-        decoder_side = encoder_decoder and (name == "logits" or name.startswith("decoder_"))
+        decoder_side = encoder_decoder and not name.startswith("encoder_")  # as Subject.real_token_masks
         image_side = name.startswith("vision_model_output") or name in ("image_embeds", "logits_per_image")
         per_token = tensor.dim() >= 3 or name.rsplit(".", 1)[-1] in TOKEN_OUTPUTS_2D
         if decoder_side or image_side or not per_token or tuple(tensor.shape[:2]) != tuple(mask.shape):
@@ -320,7 +320,9 @@ def side_model(meta: dict, side: dict) -> torch.nn.Module:
 def _labels(meta, inputs):
     """Labels for the model's own loss, padding ignored (as zoo.training.labels_for); None: generic loss."""
     caps = meta["spec"]["capabilities"]
-    if "encoder_decoder" in caps:
+    if meta["spec"].get("head") != "seq2seq_lm" and "causal" not in caps:
+        return None
+    if "encoder_decoder" in caps and "decoder_input_ids" in inputs:
         return inputs["decoder_input_ids"].clone()
     if "causal" in caps:
         labels = inputs["input_ids"].clone()

@@ -48,7 +48,10 @@ def check_inputs_embeds(subject, inputs) -> None:
     with torch.no_grad():
         for ids in swapped:
             kwargs[EMBEDS_FOR_IDS[ids]] = embedding_module(subject.model, ids)(kwargs.pop(ids))
-        outputs = flatten_outputs(subject.model(**kwargs))
+        try:
+            outputs = flatten_outputs(subject.model(**kwargs))
+        except NotImplementedError as exc:  # a clear refusal (BART's classifier pools at eos ids): not a defect
+            pytest.skip(f"{type(subject.model).__name__} refuses inputs_embeds: {exc}")
     assert_outputs_close(
         outputs, reference, tolerance(subject.dtype, "reordered", subject.device.type), model=subject.name,
         prop=f"{EMBEDS} ({', '.join(EMBEDS_FOR_IDS[i] for i in swapped)} instead of {', '.join(swapped)})",

@@ -171,9 +171,17 @@ def test_static_cache_matches_dynamic(subject, data):
     check_static_cache(subject, inputs, new_tokens)
 
 
+def _skip_stateful(subject) -> None:
+    """Candidate-verifying decoding rolls the cache back; transformers refuses it for stateful models
+    (recurrent and SSM layers, `_is_stateful`) with a clear ValueError: a documented limit, not a defect."""
+    if getattr(subject.model, "_is_stateful", False):
+        pytest.skip(f"{type(subject.model).__name__} is stateful: transformers does not run assisted decoding on it")
+
+
 @FEWER
 @given(data=st.data())
 def test_assisted_decoding_matches_greedy(subject, data):
+    _skip_stateful(subject)
     inputs, new_tokens = data.draw(prompts(subject.spec, batch_sizes=(1, 1)), label="prompt")  # assisted: batch 1
     record(subject, inputs, prop=ASSISTED, max_new_tokens=new_tokens, tolerance=str(tolerance(subject.dtype, "reordered")),
            replay=lambda: _versus_greedy(subject, new_tokens, "own assistant vs greedy", assistant_model="self"))
@@ -183,6 +191,7 @@ def test_assisted_decoding_matches_greedy(subject, data):
 @FEWER
 @given(data=st.data())
 def test_prompt_lookup_matches_greedy(subject, data):
+    _skip_stateful(subject)
     inputs, new_tokens = data.draw(prompts(subject.spec, batch_sizes=(1, 1)), label="prompt")  # batch 1 only
     record(subject, inputs, prop=LOOKUP, max_new_tokens=new_tokens, tolerance=str(tolerance(subject.dtype, "reordered")),
            replay=lambda: _versus_greedy(subject, new_tokens, "prompt lookup vs greedy", prompt_lookup_num_tokens=2))

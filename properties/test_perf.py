@@ -21,6 +21,7 @@ from baselines.measure import Calibration, frozen_heap, live_tensor_bytes, measu
 from baselines.results import note
 from baselines.store import Baselines, entry_key, sizes_of
 from properties.artifacts import measured, record
+from strategies.signature import signature_inputs
 
 pytestmark = pytest.mark.perf
 
@@ -94,7 +95,15 @@ def baseline_sizes(spec) -> list[tuple[int, int]]:
 def baseline_inputs(draw, spec):
     """Inputs at one of the baseline sizes (so a stored baseline can exist for them)."""
     batch, length = draw(st.sampled_from(baseline_sizes(spec)), label="baseline size")
-    return inputs_of_size(spec, batch, length)
+    return _completed(draw, spec, inputs_of_size(spec, batch, length))
+
+
+def _completed(draw, spec, inputs):
+    """`inputs` with what the forward needs beyond them (an eos per item, placeholders, bbox: see
+    strategies/signature.py), as every other property feeds the model."""
+    if not spec.extra.get("signature_inputs"):
+        return inputs
+    return draw(signature_inputs(spec, inputs), label="signature inputs")
 
 
 @st.composite
@@ -107,7 +116,7 @@ def length_ladders(draw, spec):
     full = longest(spec)
     top = draw(st.integers(max(4, full // 2), full), label="longest length")
     batch = draw(st.integers(1, 4), label="batch size")
-    return {length: inputs_of_size(spec, batch, length) for length in (top // 2, (3 * top) // 4, top)}
+    return {length: _completed(draw, spec, inputs_of_size(spec, batch, length)) for length in (top // 2, (3 * top) // 4, top)}
 
 
 @st.composite
@@ -117,7 +126,7 @@ def batch_pairs(draw, spec):
     large = draw(st.integers(2 * small, 8), label="larger batch")
     full = longest(spec)
     length = draw(st.integers(max(1, full // 4), full), label="length") if full else 0
-    return {batch: inputs_of_size(spec, batch, length) for batch in (small, large)}
+    return {batch: _completed(draw, spec, inputs_of_size(spec, batch, length)) for batch in (small, large)}
 
 
 # -- measuring a subject ----------------------------------------------------------------------------

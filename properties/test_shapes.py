@@ -1,10 +1,11 @@
 """Shape contract: every output's shape follows from the input shapes and the config."""
 
+import dataclasses
+
 from hypothesis import given, strategies as st
 
 from properties.artifacts import record
 from strategies.batches import model_inputs
-from zoo.contract import NOT_JUDGED
 from zoo.subject import flatten_outputs
 
 PROPERTY = "shape contract"
@@ -17,8 +18,8 @@ def check_shapes(subject, inputs) -> None:
     contract = subject.contract(inputs, hidden_states=True)
     # The output class actually returned decides which fields exist (some forwards annotate another
     # class than they return, e.g. ElectraModel); its fields without a rule stay unchecked.
-    ruled = {name.split(".", 1)[0] for name in contract.shapes}
-    contract.unchecked |= {f for f in getattr(raw, "keys", lambda: [])() if f not in ruled and f not in NOT_JUDGED}
+    returned = [f.name for f in dataclasses.fields(raw)] if dataclasses.is_dataclass(raw) else list(getattr(raw, "keys", list)())
+    contract.fit_returned(returned, got)
     wrong = contract.problems(got)
     input_shapes = {k: tuple(v.shape) for k, v in inputs.items()}
     assert not wrong, f"[{subject.name}] {PROPERTY} (inputs {input_shapes}): " + "; ".join(wrong)

@@ -44,8 +44,9 @@ def model_inputs(draw, spec, *, batch_sizes=(1, 4), padding_side: str | None = N
         inputs.update(draw(_waveforms(spec, batch), label="waveforms"))
     else:  # image- or spectrogram-only models
         batch = draw(st.integers(*batch_sizes), label="batch size")
-    # a dual encoder (CLIP) takes a text batch and an image batch of independent sizes
-    image_rows = draw(st.integers(*batch_sizes), label="image batch size") if spec.has("text", "vision") else batch
+    # a dual encoder (CLIP) takes a text batch and an image batch of independent sizes; a
+    # vision-language LM or captioner (BLIP) one image per text
+    image_rows = draw(st.integers(*batch_sizes), label="image batch size") if spec.dual_encoder else batch
     inputs.update(draw(non_token_inputs(spec, batch, image_rows=image_rows), label="non-token inputs"))
     if spec.extra.get("signature_inputs"):  # what the forward needs beyond these (strategies/signature.py)
         inputs = draw(signature_inputs(spec, inputs), label="signature inputs")
@@ -182,6 +183,12 @@ def items(draw, spec, count: int, *, max_length: int | None = None):
     return drawn
 
 
+def special_ids(spec) -> list[int]:
+    """The special ids the spec knows (pad, bos, eos and the tokenizer's other special tokens)."""
+    return sorted(i for i in {spec.pad_token_id, spec.bos_token_id, spec.eos_token_id, *spec.special_token_ids}
+                  if i is not None)
+
+
 def fillers(spec, *, special: bool = False):
     """What padded positions hold: None (the pad token) or one ordinary id; with `special`, a special id.
 
@@ -190,8 +197,7 @@ def fillers(spec, *, special: bool = False):
     first eos id in `input_ids`): that finding is recorded against the special-filler test alone
     (properties/findings.toml) instead of failing every padding test of the model.
     """
-    specials = sorted(i for i in {spec.pad_token_id, spec.bos_token_id, spec.eos_token_id, *spec.special_token_ids}
-                      if i is not None)
+    specials = special_ids(spec)
     if special:
         return st.sampled_from(specials)
     ordinary = st.integers(0, spec.vocab_size - 1).filter(lambda i: i not in specials)

@@ -16,6 +16,7 @@ import torch
 
 from properties import test_batching as batching
 from properties import test_finite as finite
+from properties import test_shapes as shapes
 from strategies.batches import composed_batches
 from tests.planted import expect_caught, expect_passes, on_output
 from zoo import catalog
@@ -123,6 +124,13 @@ def test_shrink_keeps_sizes_consistent(model_type):
                 assert len(d["layer_types"]) == layers
 
 
+def test_hybrid_layer_schedule_keeps_each_kind():
+    """A hybrid's tiny layer schedule keeps one layer of each kind (its first layers are all linear)."""
+    assert catalog.tiny_config("bailing_hybrid").layer_types == ["linear_attention", "full_attention"]
+    assert catalog._cut_per_layer(["a", "a", "a", "b", "c"]) == ["a", "b"]
+    assert catalog._cut_per_layer([4, 4, 8]) == [4, 4]  # numbers per layer are sizes, not kinds: cut only
+
+
 def test_gqa_keeps_grouping():
     assert catalog.tiny_config("mistral").num_key_value_heads == 2  # 8 of 32 in the default: grouped
     assert catalog.tiny_config("llama").num_key_value_heads == 4  # equal to heads by default: not grouped
@@ -200,3 +208,50 @@ def test_primary_is_one_id_per_type_preferring_an_lm_head():
     refs = catalog.expand_registry_arg("registry:llama*@primary")
     assert len(refs) == len({r.model_type for r in refs})
     assert "llama-causal-lm" in [r.name for r in refs]
+
+
+# -- the contract's general rules cannot hide a wrong shape ------------------------------------------
+def _on_hidden_states(model, change):
+    """Plant a defect in every layer's hidden state (the tuple `on_output` leaves alone)."""
+
+    def hook(module, args, kwargs, output):
+        if getattr(output, "hidden_states", None) is not None:
+            output["hidden_states"] = tuple(change(h) for h in output.hidden_states)
+        return output
+
+    model.register_forward_hook(hook, with_kwargs=True)
+
+
+def test_vision_language_model_losing_its_hidden_axis_is_caught():
+    """A VLM takes text and images but is no dual encoder (its output class has no logits_per_image):
+    it keeps the text's token stream, so a last state that loses a channel fails the contract."""
+    subject = fresh("paligemma-base")
+    assert not subject.spec.dual_encoder
+    on_output(subject.model, lambda out, kwargs: out[..., :-1] if out.dim() == 3 else out)
+    expect_caught(shapes.check_shapes, catalog.inputs_strategy(subject.spec), subject,
+                  says=("[paligemma-base] shape contract", "last_hidden_state: got", "31), expected"))
+
+
+def test_hyper_connection_states_losing_streams_are_caught():
+    """DeepSeek-V4's layers carry hc_mult residual streams: (batch, tokens, 4, hidden) is allowed,
+    a state that keeps 2 of the 4 streams is not."""
+    subject = fresh("deepseek_v4-base")
+    assert subject.spec.extra["contract"]["residual_streams"] == 4
+    _on_hidden_states(subject.model, lambda h: h[..., :2, :] if h.dim() == 4 else h)
+    expect_caught(shapes.check_shapes, catalog.inputs_strategy(subject.spec), subject,
+                  says=("[deepseek_v4-base] shape contract", "hidden_states.0: got (1, 1, 2, 32)"))
+
+
+def test_windowed_vision_map_with_the_wrong_grid_is_caught():
+    """SAM's tower returns its patch grid as maps ((batch, rows, cols, hidden) states, a
+    (batch, hidden, rows, cols) neck): a map that loses a row of the grid fails the contract."""
+    subject = fresh("sam_vision_model-base")
+    on_output(subject.model, lambda out, kwargs: out[..., :-1, :] if out.dim() == 4 else out)
+    expect_caught(shapes.check_shapes, catalog.inputs_strategy(subject.spec), subject,
+                  says=("[sam_vision_model-base] shape contract", "last_hidden_state: got (1, 32, 3, 4)"))
+
+
+@pytest.mark.parametrize("name", ["paligemma-base", "deepseek_v4-base", "sam_vision_model-base"])
+def test_healthy_models_of_the_general_rules_keep_the_contract(name):
+    subject = catalog.build_catalog_subject(name)
+    expect_passes(shapes.check_shapes, catalog.inputs_strategy(subject.spec), subject)

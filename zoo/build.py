@@ -161,7 +161,9 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
         caps.add("encoder_decoder")
     elif head == "causal_lm" and "text" in caps:
         caps.add("causal")
-    if (encoder_decoder or "causal" in caps) and getattr(text_config, "use_cache", False):
+    # "cache" means generates with a cache: a head that `generate` drives (not BartModel, not a classifier)
+    generates = getattr(type(model), "can_generate", lambda: True)()
+    if (encoder_decoder or "causal" in caps) and generates and getattr(text_config, "use_cache", False):
         caps.add("cache")
     if getattr(model, "pooler", None) is not None:
         caps.add("pooler")
@@ -200,10 +202,11 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
     elif "vision" in caps:
         extra["patch_size"] = getattr(config, "patch_size", 0)
     if encoder_decoder:  # each side's own config where the model has one (EncoderDecoderModel, T5Gemma)
-        extra["encoder_layers"] = _first(_side_config(config, "encoder"), "encoder_layers", "num_layers",
-                                         "num_hidden_layers")
-        extra["decoder_layers"] = _first(_side_config(config, "decoder"), "decoder_layers", "num_decoder_layers",
-                                         "num_layers", "num_hidden_layers")
+        # (or the text config's, where a vision-encoder-decoder keeps them there: PP-FormulaNet)
+        for side, names in (("encoder", ("encoder_layers", "num_layers", "num_hidden_layers")),
+                            ("decoder", ("decoder_layers", "num_decoder_layers", "num_layers", "num_hidden_layers"))):
+            extra[f"{side}_layers"] = (_first(_side_config(config, side), *names, default=None)
+                                       or _first(text_config, *names, default=None) or layers)
     facts = contract_facts(model, hidden_size=hidden, num_layers=layers)
     extra["contract"] = facts
     extra["forward_args"] = tuple(inspect.signature(model.forward).parameters)

@@ -130,6 +130,11 @@ STAGE_LIST_RULES: dict[str, object] = {
     "conv_dim": lambda i, v: min(v, HIDDEN),
     "tdnn_dim": lambda i, v: min(v, HIDDEN),
 }
+# Layer schedules of hybrid stacks ("every n-th layer is full attention / MoE / global"): a period is
+# cut to the tiny layer count and an offset to its last layer, so the tiny stack keeps both kinds.
+SCHEDULE_PERIODS = ("layer_group_size", "attn_layer_period", "expert_layer_period", "no_rope_layer_interval",
+                    "global_attn_every_n_layers", "cross_attention_frequency")
+SCHEDULE_OFFSETS = ("attn_layer_offset", "expert_layer_offset")
 VOCAB_SUFFIX = "vocab_size"
 ID_SUFFIXES = ("_token_id", "_token_index", "token_id", "_id")  # special ids: must stay inside the vocab
 NOT_SIZES = {"type_vocab_size"}  # already tiny, and not a size of the embedding
@@ -275,6 +280,10 @@ def _shrink_value(name: str, value, layers_before: int | None, list_lengths=froz
     if _is_int(value):
         if name in NOT_SIZES:
             return value
+        if name in SCHEDULE_PERIODS and value > LAYERS:
+            return LAYERS
+        if name in SCHEDULE_OFFSETS and value > LAYERS - 1:
+            return LAYERS - 1
         if name in SIZE_RULES:
             target = SIZE_RULES[name]
             if target == HEADS_N:  # heads must divide the hidden size
@@ -301,8 +310,24 @@ def _shrink_value(name: str, value, layers_before: int | None, list_lengths=froz
             rule = STAGE_LIST_RULES[name]
             return type(value)(rule(i, v) for i, v in enumerate(value))
     if isinstance(value, (list, tuple)) and layers_before and len(value) == layers_before and layers_before > LAYERS:
-        return type(value)(value[:LAYERS])  # a per-layer list: cut to the layer count
+        return type(value)(_cut_per_layer(list(value)))  # a per-layer list: cut to the layer count
     return value
+
+
+def _cut_per_layer(value: list) -> list:
+    """A per-layer list cut to LAYERS entries. A schedule of layer kinds (hybrid models' "linear" and
+    "full" attention, "dense" and "sparse" MLPs) keeps one layer of each kind where it can: the first
+    LAYERS layers of a hybrid are often all of one kind, and the tiny model would lose the other."""
+    head = value[:LAYERS]
+    if not all(isinstance(v, str) for v in value):
+        return head
+    kinds = list(dict.fromkeys(value))
+    missing = [k for k in kinds if k not in head]
+    while missing and len(set(head)) < len(head):
+        # replace the last repeated kind by the first missing one, keeping the order of the full schedule
+        index = max(i for i, v in enumerate(head) if head.count(v) > 1)
+        head[index] = missing.pop(0)
+    return head
 
 
 def _layer_count(d: dict) -> int | None:
@@ -511,8 +536,16 @@ def _decoder_start_for_classifier(config) -> None:
         config.decoder_start_token_id = config.pad_token_id
 
 
+def _decoder_for_causal_lm(config) -> None:
+    """An encoder's causal-LM head (BertLMHeadModel, RobertaForCausalLM, ...) is a decoder only with
+    `is_decoder=True`, as its docs tell users to load it; without it the model attends both ways."""
+    if not config.is_encoder_decoder and hasattr(config, "is_decoder"):
+        config.is_decoder = True
+
+
 # variant -> config changes every model of that variant needs (each function says why)
-VARIANT_CONFIG = {"seq-cls": (_pad_for_classifier, _decoder_start_for_classifier)}
+VARIANT_CONFIG = {"seq-cls": (_pad_for_classifier, _decoder_start_for_classifier),
+                  "causal-lm": (_decoder_for_causal_lm,)}
 
 
 def variant_config(model_type: str, variant: str):
@@ -676,7 +709,8 @@ def placeholder_tokens(model, images: dict) -> int | None:
         if hasattr(type(module), "get_placeholder_mask"):
             patched.append(module)
             module.get_placeholder_mask = wrap(module.get_placeholder_mask)
-    kwargs = {"input_ids": torch.zeros(1, 1, dtype=torch.long), **{k: torch.from_numpy(v) for k, v in images.items()}}
+    # two text positions: some models (Aria) skip the image tower for a one-token step, as in cached decoding
+    kwargs = {"input_ids": torch.zeros(1, 2, dtype=torch.long), **{k: torch.from_numpy(v) for k, v in images.items()}}
     try:
         with torch.no_grad():
             model(**kwargs)

@@ -23,4 +23,10 @@ OVERRIDES: dict[str, dict] = {
                         "fewer buckets raise IndexError (an upstream defect only for non-default configs)"},
     "depth_pro": {"config": {"patch_size": 32},
                   "reason": "validate_architecture: the image model's image_size (32) must equal the top-level patch_size"},
+    "aria": {"config": {"projector_patch_to_query_dict": {16: 8}},
+             "reason": "AriaProjector looks the image's patch count up in projector_patch_to_query_dict, whose "
+                       "keys are the full-size counts (1225, 4900); the tiny 32-pixel image makes 16 patches"},
+    "dory": {"config": {"n_input_layers": 1, "n_output_layers": 1},
+             "reason": "n_input_layers and n_output_layers are parts of num_hidden_layers (the rest recur); "
+                       "the generic rule leaves them larger than the shrunk stack (a negative recurrent count)"},
 }

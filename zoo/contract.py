@@ -62,9 +62,21 @@ HEAD_LOGITS = {
     "seq2seq_lm": ("batch", "decoder_tokens", "vocab"),
 }
 
-# Learned token vectors that a vision embedding puts before the patches: (1, n, hidden) tensors count
-# n tokens, a single (hidden,) vector (CLIP's class_embedding) one. mask_token replaces patches: not counted.
-EXTRA_TOKEN_PARAMETERS = ("cls_token", "class_embedding", "distillation_token", "register_tokens", "detection_tokens")
+# Learned token vectors that a vision embedding puts before the patches: (1, n, hidden) or (n, hidden)
+# tensors count n tokens, a single (hidden,) vector (CLIP's class_embedding) one. Only parameters of an
+# embedding module count: a pooling head's cls_token (AIMv2) is not in the stream. mask_token replaces
+# patches: not counted.
+EXTRA_TOKEN_PARAMETERS = ("cls_token", "class_embedding", "distillation_token", "register_tokens", "detection_tokens",
+                          "cls_register_token")
+# Config attributes counting hyper-connection streams (DeepSeek-V4 style): the layers carry n copies of
+# the residual stream, so hidden states are (batch, tokens, n, hidden) or flattened (batch, tokens, n * hidden).
+HYPER_CONNECTION_COUNTS = ("hc_mult", "hc_count")
+# Config attributes of vision towers whose token count the patch grid does not give: grouping stages
+# merge tokens (GroupViT). The token axis is then not checked.
+TOKEN_MERGING = ("num_output_groups",)
+# Output-class fields that mean `hidden_states` gathers several towers' states (MaskFormer: pixel
+# decoder and transformer decoder): no single stream shape covers it.
+COMPOSITE_STATES = ("pixel_decoder_hidden_states", "transformer_decoder_hidden_states")
 
 # Outputs that are not numerical results of a plain forward, or that the suite never requests.
 NOT_JUDGED = frozenset({"loss", "past_key_values", "cache", "attentions", "cross_attentions",
@@ -131,6 +143,12 @@ def conv_frames(samples: int, layers: list[tuple[int, int]]) -> int:
     return samples
 
 
+def torch_module_list():
+    import torch
+
+    return torch.nn.ModuleList
+
+
 def contract_facts(model, *, hidden_size: int, num_layers: int) -> dict:
     """The plain numbers the contract of `model` needs, read once off the model and its config."""
     config = model.config
@@ -150,12 +168,30 @@ def contract_facts(model, *, hidden_size: int, num_layers: int) -> dict:
     }
     extra = 0
     for name, param in model.named_parameters():
-        if name.rsplit(".", 1)[-1] in EXTRA_TOKEN_PARAMETERS and param.dim() in (1, 3):
+        module, _, leaf = name.rpartition(".")
+        if leaf in EXTRA_TOKEN_PARAMETERS and "embed" in module.rsplit(".", 1)[-1] and param.dim() in (1, 2, 3):
+            extra += 1 if param.dim() == 1 else param.shape[0] if param.dim() == 2 else param.shape[1]
+        elif leaf in EXTRA_TOKEN_PARAMETERS and not module and param.dim() in (1, 3):  # top-level (ViT-like towers)
             extra += param.shape[1] if param.dim() == 3 else 1
     facts["extra_tokens"] = extra
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    streams = next((getattr(text_config, a) for a in HYPER_CONNECTION_COUNTS if isinstance(getattr(text_config, a, None), int)), 0)
+    if streams > 1:
+        facts["residual_streams"] = int(streams)
+    if isinstance(getattr(config, "mask_ratio", None), float) and 0 < config.mask_ratio < 1:
+        facts["mask_ratio"] = float(config.mask_ratio)  # ViT-MAE keeps int(patches * (1 - ratio)) patches
+    if any(getattr(c, a, None) for c in (config, getattr(config, "vision_config", None)) if c is not None
+           for a in TOKEN_MERGING):
+        facts["merges_tokens"] = True
+    # blocks the stack really runs: the longest ModuleList of *Layer / *Block modules. Some configs count
+    # otherwise (LongCat-Flash's num_hidden_layers counts two sub-layers per layer), so both counts are allowed.
+    facts["layer_modules"] = max((len(m) for m in model.modules() if isinstance(m, torch_module_list())
+                                  and len(m) and type(m[0]).__name__.endswith(("Layer", "Block"))), default=None)
     facts["hierarchical"] = bool(getattr(config, "depths", None)) and layout == "tokens"
-    if layout == "feature_map" and not getattr(config, "hidden_sizes", None):
-        facts["stage_channels"] = None  # no per-stage widths in the config (MobileNet): shapes' ranks only
+    if layout == "feature_map" and (not getattr(config, "hidden_sizes", None) or getattr(config, "neck_hidden_sizes", None)):
+        # no per-stage widths in the config (MobileNet), or hidden_sizes that are the transformer
+        # blocks' widths while the maps' channels follow neck_hidden_sizes with stem entries (MobileViT)
+        facts["stage_channels"] = None  # shapes' ranks only
     elif layout == "feature_map":
         stages = len(config.depths) if getattr(config, "depths", None) else len(config.hidden_sizes)
         facts["num_layers"] = stages
@@ -178,6 +214,11 @@ def contract_facts(model, *, hidden_size: int, num_layers: int) -> dict:
         facts["conv_dim"] = int(list(config.conv_dim)[-1])
     if getattr(config, "max_source_positions", None) and model.main_input_name == "input_features":
         facts["encoder_tokens"] = int(config.max_source_positions)
+        # an average pool over time at the top (Qwen2-Audio's encoder) shortens the last state by its stride
+        pools = [m for m in model.modules() if type(m).__name__ == "AvgPool1d"]
+        if pools:
+            stride = pools[0].stride
+            facts["pooled_tokens"] = int(config.max_source_positions) // int(stride[0] if isinstance(stride, tuple) else stride)
     return facts
 
 
@@ -196,6 +237,27 @@ class Contract:
     @property
     def shapes(self) -> dict[str, tuple]:
         return {**self.optional, **self.required}
+
+    def leave_unchecked(self, fields: set[str], why: str) -> None:
+        """Drop every rule of these output fields: the suite cannot say their shapes (`why`)."""
+        for table in (self.required, self.optional):
+            for name in [n for n in table if _field_of(n) in fields]:
+                del table[name]
+        self.unchecked |= fields
+        self.notes.append(f"{', '.join(sorted(fields))}: not checked ({why})")
+
+    def fit_returned(self, returned_fields, got_names) -> None:
+        """Adjust to what the forward really returned: the returned output class (some forwards annotate
+        another) says which fields exist, and a field returned as nested tuples (per-stage tuples of
+        states, MaskFormer-Swin) is not one stream of states."""
+        returned = set(returned_fields)
+        if returned:
+            self.required = {n: s for n, s in self.required.items() if _field_of(n) in returned}
+        ruled = {_field_of(n) for n in self.shapes}
+        self.unchecked |= {f for f in returned if f not in ruled and f not in NOT_JUDGED}
+        nested = {n.split(".")[0] for n in got_names if len(n.split(".")) > 2 and n.split(".")[2].isdigit()}
+        if nested:
+            self.leave_unchecked(nested, "returned as nested tuples")
 
     def problems(self, got: dict[str, tuple]) -> list[str]:
         """What is wrong with outputs of shapes `got` (empty when they keep the contract)."""
@@ -231,14 +293,43 @@ def shape_matches(got: tuple, want) -> bool:
     return len(got) == len(want) and all(w is None or g == w for g, w in zip(got, want))
 
 
-def _vision_tokens(spec, facts, pixel_shape) -> int | None:
-    if facts.get("hierarchical"):
-        return None
+def _patch_grid(spec, pixel_shape) -> tuple[int, int] | None:
+    """The (rows, columns) of patches an image of `pixel_shape` makes, or None when it is not a whole grid."""
     patch = spec.extra.get("patch_size") or 0
     ph, pw = (tuple(patch)[-2:] if isinstance(patch, (list, tuple)) else (patch, patch)) if patch else (0, 0)
     if not (ph and pw) or pixel_shape[-2] % ph or pixel_shape[-1] % pw:
         return None
-    return (pixel_shape[-2] // ph) * (pixel_shape[-1] // pw) + facts.get("extra_tokens", 0)
+    return pixel_shape[-2] // ph, pixel_shape[-1] // pw
+
+
+def _vision_tokens(spec, facts, pixel_shape) -> int | None:
+    grid = _patch_grid(spec, pixel_shape)
+    if facts.get("hierarchical") or facts.get("merges_tokens") or grid is None:
+        return None
+    patches = grid[0] * grid[1]
+    if "mask_ratio" in facts:  # random masking keeps this many patches (ViTMAEEmbeddings.random_masking)
+        patches = int(patches * (1 - facts["mask_ratio"]))
+    return patches + facts.get("extra_tokens", 0)
+
+
+def _stream_alternatives(stream, spec, facts, pixel_shape):
+    """Other layouts of the same token stream: a ViT tower without extra tokens may keep its patch
+    grid as a map (SAM, ViTDet: (batch, rows, cols, hidden) or (batch, hidden, rows, cols))."""
+    if pixel_shape is None or not isinstance(stream, tuple) or facts.get("extra_tokens") or facts.get("hierarchical"):
+        return stream
+    grid = _patch_grid(spec, pixel_shape)
+    batch, _, width = stream
+    if grid is None:  # no patch grid in the config (SAM 3's tower sits in a backbone config): any map
+        return [stream, (batch, None, None, width), (batch, width, None, None)]
+    return [stream, (batch, *grid, width), (batch, width, *grid)]
+
+
+def _layer_states(prefix: str, count: int, facts: dict, shape, result: "Contract") -> None:
+    """One state per layer plus the embeddings' (count + 1). Where the model runs another number of
+    layer modules than the config counts, the states up to the smaller count are required, the rest optional."""
+    counts = {count, facts.get("layer_modules") or count}
+    result.required.update({f"{prefix}.{i}": shape for i in range(min(counts) + 1)})
+    result.optional.update({f"{prefix}.{i}": shape for i in range(min(counts) + 1, max(counts) + 1)})
 
 
 def contract(spec, input_shapes: dict[str, tuple], *, hidden_states: bool = False) -> Contract:
@@ -246,39 +337,46 @@ def contract(spec, input_shapes: dict[str, tuple], *, hidden_states: bool = Fals
     facts = spec.extra.get("contract") or {}
     result = Contract()
     with_layers = hidden_states and spec.has("hidden_states")
-    main = next((k for k in ("input_ids", "pixel_values", "input_features", "input_values") if k in input_shapes), None)
+    # the forward's main input decides the encoder's token axis (PP-FormulaNet reads images, not its input_ids)
+    main = spec.main_input if spec.main_input in input_shapes else next(
+        (k for k in ("input_ids", "pixel_values", "input_features", "input_values") if k in input_shapes), None)
     if main is None:
         return result
     batch = input_shapes[main][0]
-    axes = {"batch": batch, "hidden": spec.hidden_size, "labels": facts.get("num_labels") or None,
+    axes = {"batch": batch, "hidden": spec.hidden_size or None, "labels": facts.get("num_labels") or None,
             "vocab": spec.decoder_vocab_size or spec.vocab_size or None}
     if main == "input_ids":
-        axes["tokens"] = input_shapes["input_ids"][1]
+        # image features fill placeholder ids in the text (LLaVA, Qwen-VL); a model without placeholders
+        # puts them beside the text (GIT prepends them): the stream is longer by a count the config does not say
+        beside_text = "pixel_values" in input_shapes and not spec.extra.get("image_tokens")
+        axes["tokens"] = None if beside_text else input_shapes["input_ids"][1]
     elif main == "pixel_values":
         axes["tokens"] = _vision_tokens(spec, facts, input_shapes["pixel_values"])
     elif main == "input_values":
         axes["tokens"] = conv_frames(input_shapes["input_values"][1], facts.get("conv_layers", []))
     else:
         axes["tokens"] = facts.get("encoder_tokens")
-    if "decoder_input_ids" in input_shapes:
+    takes_decoder_ids = "decoder_input_ids" in (spec.extra.get("forward_args") or ("decoder_input_ids",))
+    if "decoder_input_ids" in input_shapes and takes_decoder_ids:  # a TTS decoder's length is predicted
         axes["decoder_tokens"] = input_shapes["decoder_input_ids"][1]
 
     def resolve(names):
         return tuple(axes.get(n) for n in names)
 
     layers = facts.get("num_layers", spec.num_layers)
-    # dual encoder (CLIP-style): two towers, pairwise logits. Read off the output class, not off the
-    # modalities: a vision-language LM (Gemma 3, LLaVA, Qwen-VL) and CLIP's image classifier take text
-    # and images too and return one token stream.
-    fields = facts.get("output_fields")
-    if ("logits_per_image" in fields) if fields else spec.has("text", "vision"):
+    # dual encoder (CLIP-style): two towers, pairwise logits (ModelSpec.dual_encoder)
+    if spec.dual_encoder:
         _dual_encoder(spec, input_shapes, result, with_layers)
         return result
     if facts.get("layout") == "feature_map":
         _feature_map(spec, facts, input_shapes["pixel_values"], batch, result, with_layers)
     else:
         side = "decoder_tokens" if spec.has("encoder_decoder") else "tokens"
-        stream = resolve(("batch", side, "hidden"))
+        pixels = input_shapes.get("pixel_values") if main == "pixel_values" else None
+        stream = _stream_alternatives(resolve(("batch", side, "hidden")), spec, facts,
+                                      None if spec.has("encoder_decoder") else pixels)
+        if facts.get("pooled_tokens") and main == "input_features":
+            stream = [stream, (batch, facts["pooled_tokens"], axes["hidden"])]
         if facts.get("hierarchical"):
             # hierarchical towers return a token stream (Swin) or a feature map (SegFormer, PVTv2); the
             # config does not say which, so either is allowed, at the last stage's width
@@ -291,6 +389,9 @@ def contract(spec, input_shapes: dict[str, tuple], *, hidden_states: bool = Fals
             result.optional["pooler_output"] = (batch, pooled or spec.hidden_size)
         if with_layers:
             shape = [(batch, None, None), (batch, None, None, None)] if facts.get("hierarchical") else stream
+            if facts.get("residual_streams") and isinstance(stream, tuple):
+                n = facts["residual_streams"]  # the layers carry n residual streams (hyper-connections)
+                shape = [stream, (*stream[:2], n, stream[2]), (*stream[:2], n * stream[2] if stream[2] else None)]
             prefix = "decoder_hidden_states" if spec.has("encoder_decoder") else "hidden_states"
             count = spec.extra.get("decoder_layers", layers) if spec.has("encoder_decoder") else layers
             if facts.get("hierarchical"):
@@ -299,9 +400,9 @@ def contract(spec, input_shapes: dict[str, tuple], *, hidden_states: bool = Fals
                 result.required.update({f"{prefix}.{i}": shape for i in range(count)})
                 result.optional.update({f"{prefix}.{i}": shape for i in range(count, facts.get("blocks", 0) + 1)})
             else:
-                result.required.update({f"{prefix}.{i}": shape for i in range(count + 1)})
+                _layer_states(prefix, count, facts if not spec.has("encoder_decoder") else {}, shape, result)
         if spec.has("encoder_decoder"):
-            encoder = resolve(("batch", "tokens", "hidden"))
+            encoder = _stream_alternatives(resolve(("batch", "tokens", "hidden")), spec, facts, pixels)
             result.required["encoder_last_hidden_state"] = encoder
             if with_layers:
                 count = spec.extra.get("encoder_layers", layers)
@@ -318,6 +419,8 @@ def contract(spec, input_shapes: dict[str, tuple], *, hidden_states: bool = Fals
     fields = set(facts.get("output_fields") or ())
     if fields:  # never require a field the output class does not declare (DPR's encoders pool only)
         result.required = {n: s for n, s in result.required.items() if _field_of(n) in fields}
+    if fields & set(COMPOSITE_STATES):
+        result.leave_unchecked({"hidden_states"}, "hidden_states gathers several towers' states")
     result.unchecked = {f for f in fields if f not in NOT_JUDGED} - {_field_of(n) for n in result.shapes}
     if not fields:  # no declared output class: judge what has a rule, leave the rest unchecked
         result.unchecked = {"*"}

@@ -80,3 +80,10 @@ class ModelSpec:
 
     def has(self, *capabilities: str) -> bool:
         return all(c in self.capabilities for c in capabilities)
+
+    @property
+    def dual_encoder(self) -> bool:
+        """Text and image towers with pairwise logits (CLIP): known by the output class, not by taking
+        text and images (a vision-language LM takes both and returns one token stream)."""
+        fields = (self.extra.get("contract") or {}).get("output_fields")
+        return ("logits_per_image" in fields) if fields else self.has("text", "vision")

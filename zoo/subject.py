@@ -149,7 +149,8 @@ class Subject:
             mask = self.frame_mask(mask)
         masks = {}
         for name, tensor in outputs.items():
-            decoder_side = self.spec.has("encoder_decoder") and (name == "logits" or name.startswith("decoder_"))
+            # everything but the encoder_* outputs of an encoder-decoder follows decoder_input_ids (unpadded)
+            decoder_side = self.spec.has("encoder_decoder") and not name.startswith("encoder_")
             image_side = name.startswith("vision_model_output") or name in ("image_embeds", "logits_per_image")
             # A pooled (batch, width) output can match the mask's shape by chance: only per-token outputs count.
             per_token = tensor.dim() >= 3 or name.rsplit(".", 1)[-1] in _TOKEN_OUTPUTS_2D

@@ -66,7 +66,9 @@ def labels_for(subject: Subject, inputs: Mapping[str, Any]) -> torch.Tensor | No
     None (use the generic loss) for encoders and for causal batches with nothing to predict.
     """
     tensors = to_tensors(inputs)
-    if subject.spec.has("encoder_decoder"):
+    if subject.spec.head != "seq2seq_lm" and not subject.spec.has("causal"):
+        return None  # a base model or a classifier: no LM loss (a classifier's labels are classes)
+    if subject.spec.has("encoder_decoder") and "decoder_input_ids" in tensors:
         return tensors["decoder_input_ids"].clone()
     if subject.spec.has("causal"):
         labels = tensors["input_ids"].clone()
