@@ -143,12 +143,6 @@ def conv_frames(samples: int, layers: list[tuple[int, int]]) -> int:
     return samples
 
 
-def torch_module_list():
-    import torch
-
-    return torch.nn.ModuleList
-
-
 def contract_facts(model, *, hidden_size: int, num_layers: int) -> dict:
     """The plain numbers the contract of `model` needs, read once off the model and its config."""
     config = model.config
@@ -185,7 +179,7 @@ def contract_facts(model, *, hidden_size: int, num_layers: int) -> dict:
         facts["merges_tokens"] = True
     # blocks the stack really runs: the longest ModuleList of *Layer / *Block modules. Some configs count
     # otherwise (LongCat-Flash's num_hidden_layers counts two sub-layers per layer), so both counts are allowed.
-    facts["layer_modules"] = max((len(m) for m in model.modules() if isinstance(m, torch_module_list())
+    facts["layer_modules"] = max((len(m) for m in model.modules() if type(m).__name__ == "ModuleList"
                                   and len(m) and type(m[0]).__name__.endswith(("Layer", "Block"))), default=None)
     facts["hierarchical"] = bool(getattr(config, "depths", None)) and layout == "tokens"
     if layout == "feature_map" and (not getattr(config, "hidden_sizes", None) or getattr(config, "neck_hidden_sizes", None)):
@@ -255,7 +249,8 @@ class Contract:
             self.required = {n: s for n, s in self.required.items() if _field_of(n) in returned}
         ruled = {_field_of(n) for n in self.shapes}
         self.unchecked |= {f for f in returned if f not in ruled and f not in NOT_JUDGED}
-        nested = {n.split(".")[0] for n in got_names if len(n.split(".")) > 2 and n.split(".")[2].isdigit()}
+        # `field.i.j` (both indices), not a tower's `vision_model_output.hidden_states.0`
+        nested = {p[0] for p in (n.split(".") for n in got_names) if len(p) == 3 and p[1].isdigit() and p[2].isdigit()}
         if nested:
             self.leave_unchecked(nested, "returned as nested tuples")
 
