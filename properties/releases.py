@@ -5,8 +5,9 @@
     subprocess.run([sys.executable, "repro.py"], env=env)
 
 A release folder is `pip install --no-deps --target DIR transformers==VERSION`, plus each of that
-release's own requirements (its METADATA `Requires-Dist`, no extras) whose installed version falls
-outside the range it asks for, also `--no-deps`. torch is never installed there: every release runs on
+release's own requirements (its METADATA `Requires-Dist`: the unconditional ones, and those of its
+run-time extras for packages installed here) whose installed version falls outside the range it asks
+for, also `--no-deps`. torch is never installed there: every release runs on
 the torch of this interpreter. Run with `PYTHONPATH=DIR` so the folder shadows the installed
 transformers. Folders live under `$HFPROPS_RELEASES` (default `~/.cache/hfprops/releases`), are built
 in a staging folder and renamed into place (a reader never sees half a release), and are reused.
@@ -37,7 +38,7 @@ PACKAGE = "transformers"
 DONE = "hfprops-release.json"  # written last: its presence marks a complete folder
 NEVER_INSTALL = {"torch"}  # every release shares the interpreter's torch (never a second one)
 # Releases that exist on the index but cannot be installed or run here (measured; see DESIGN.md).
-UNUSABLE = {"5.25.0": "does not install here"}
+UNUSABLE: dict[str, str] = {}
 
 
 class ReleaseError(RuntimeError):
@@ -53,15 +54,42 @@ def _pip(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True)
 
 
-def _requirements(info: Path) -> list[Requirement]:
-    """The unconditional requirements (no extras, markers for this interpreter) of one dist-info folder."""
+# Extras that only the release's own developers install (test runners, linters, docs builders).
+_TOOLING_EXTRA = re.compile(r"dev|test|quality|docs")
+
+
+def _requirements(info: Path, *, optional: bool = False) -> list[Requirement]:
+    """The requirements (markers for this interpreter) of one dist-info folder: unconditional ones, and
+    with `optional` also those of its run-time extras, for packages this interpreter has installed.
+
+    An installed optional package is imported by the release whenever it is present (transformers
+    5.0.0 imports `kernels` at `import transformers.activations`), so a version outside the range
+    that release asks for breaks it as surely as a wrong required one (kernels 0.19 for 5.0.0's <0.11).
+    """
     requirements = []
     for line in (info / "METADATA").read_text(encoding="utf-8").splitlines():
-        if line.startswith("Requires-Dist:"):
-            requirement = Requirement(line.split(":", 1)[1].strip())
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                requirements.append(requirement)
+        if not line.startswith("Requires-Dist:"):
+            continue
+        requirement = Requirement(line.split(":", 1)[1].strip())
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            requirements.append(requirement)
+        elif optional and _installed_version(requirement.name) and any(
+                requirement.marker.evaluate({"extra": extra}) for extra in _runtime_extras(info)):
+            requirements.append(requirement)
     return requirements
+
+
+def _runtime_extras(info: Path) -> list[str]:
+    lines = (info / "METADATA").read_text(encoding="utf-8").splitlines()
+    extras = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Provides-Extra:")]
+    return [extra for extra in extras if not _TOOLING_EXTRA.search(extra)]
+
+
+def _installed_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _installed_in(folder: Path) -> dict[str, tuple[str, Path]]:
@@ -76,13 +104,9 @@ def _installed_in(folder: Path) -> dict[str, tuple[str, Path]]:
 def _outside(requirement: Requirement, staged: dict) -> str | None:
     """Why neither the folder nor the interpreter satisfies `requirement` (None when one does)."""
     name = canonicalize_name(requirement.name)
-    if name in staged:
-        installed = staged[name][0]
-    else:
-        try:
-            installed = metadata.version(requirement.name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
+    installed = staged[name][0] if name in staged else _installed_version(requirement.name)
+    if installed is None:
+        return "not installed"
     if requirement.specifier and not requirement.specifier.contains(installed, prereleases=True):
         return f"installed {installed}"
     return None
@@ -91,12 +115,12 @@ def _outside(requirement: Requirement, staged: dict) -> str | None:
 def _missing(folder: Path) -> dict[str, str]:
     """Requirements of everything in `folder` that neither the folder nor the interpreter meets."""
     staged, missing = _installed_in(folder), {}
-    for _, info in staged.values():
-        for requirement in _requirements(info):
+    for name, (_, info) in staged.items():
+        for requirement in _requirements(info, optional=name == PACKAGE):
             if canonicalize_name(requirement.name) not in NEVER_INSTALL:
                 why = _outside(requirement, staged)
                 if why:
-                    missing.setdefault(str(requirement), why)
+                    missing.setdefault(f"{requirement.name}{requirement.specifier}", why)  # marker evaluated
     return missing
 
 
@@ -107,8 +131,8 @@ def release_dir(version: str, *, log: Callable[[str], None] = lambda line: None)
         raise ReleaseError(f"transformers {version} {UNUSABLE[version]}")
     root = releases_root()
     folder = root / version
-    if (folder / DONE).is_file():
-        return folder
+    if (folder / DONE).is_file() and not _missing(folder):
+        return folder  # complete, and still met by this interpreter (an upgrade here can break it: rebuilt)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=root))
     try:
@@ -136,7 +160,7 @@ def release_dir(version: str, *, log: Callable[[str], None] = lambda line: None)
             "seconds": round(seconds, 1), "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }, indent=2) + "\n", encoding="utf-8")
         log(f"  built in {seconds:.1f} s")
-        if folder.exists():  # a half-built folder from an older layout: replace it
+        if folder.exists():  # a half-built folder, or one this interpreter's packages no longer meet
             shutil.rmtree(folder)
         try:
             staging.rename(folder)

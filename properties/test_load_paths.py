@@ -5,7 +5,8 @@ bfloat16 / "auto", sharded (`max_shard_size`), with `device_map="cpu"` (needs ac
 from its base model, into every head class of its family (the start of every fine-tune: the
 encoder weights arrive unchanged, the new head is initialised and reported as missing keys).
 Each load is compared with the plain fp32 load: weights bit-identical (cast the same way for half
-types), outputs finite and within the policy (`devices.tolerance`).
+types), outputs finite and within the policy (`devices.tolerance`): for an fp32 load, bit-identical
+once both models' weights sit in equally aligned storage, within `reordered` as loaded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hypothesis import given, settings, strategies as st
 from devices.tolerance import EXACT, assert_outputs_close, nonfinite_outputs, tolerance
 from properties.artifacts import compared, pair, record, side
 from strategies.batches import model_inputs
+from zoo.storage import aligned, aligned_inputs
 
 pytestmark = pytest.mark.configs
 
@@ -101,11 +103,22 @@ def check_load_matches_plain(subject, variant, reference, inputs, what: str) -> 
     actual = variant.forward(inputs, hidden_states=True)
     problems = nonfinite_outputs(actual)
     assert not problems, f"[{subject.name}] {PROPERTY} ({what}): " + "; ".join(problems)
+    masks = reference.real_token_masks(expected, inputs)
     dtype = variant.dtype
-    tol = EXACT if dtype == reference.dtype else tolerance(dtype, "precision")
+    if dtype == reference.dtype:
+        # Same weights (checked bit for bit), but each load path memory-maps them at its own offsets,
+        # which may change the kernels' reduction order (transformers 5.25: sharded vs single file,
+        # 7.5e-9 on bert). Copied into equally aligned storage the two are one computation, so exact
+        # holds by construction (as in test_save_load); as loaded, the `reordered` row bounds them.
+        same_storage = aligned_inputs(inputs)
+        assert_outputs_close(aligned(variant).forward(same_storage, hidden_states=True),
+                             aligned(reference).forward(same_storage, hidden_states=True), EXACT,
+                             model=subject.name, prop=f"{PROPERTY} ({what} vs plain fp32 load, aligned copies)",
+                             masks=masks)
+    tol = tolerance(dtype, "reordered") if dtype == reference.dtype else tolerance(dtype, "precision")
     actual = {k: t.to(expected[k].dtype) if t.is_floating_point() else t for k, t in actual.items()}
     assert_outputs_close(actual, expected, tol, model=subject.name, prop=f"{PROPERTY} ({what} vs plain fp32 load)",
-                         masks=reference.real_token_masks(expected, inputs))
+                         masks=masks)
 
 
 # -- dtype=, shards, device_map ---------------------------------------------------------------------
@@ -125,7 +138,7 @@ def test_load_with_dtype(subject, dtype, data):
     _same_weights(subject, variant.model, reference.model, f"dtype={dtype}", dtype=want)
     inputs = data.draw(model_inputs(subject.spec), label="inputs")
     record(variant, inputs, prop=PROPERTY, load=f"dtype={dtype}", tolerance=str(
-        EXACT if variant.dtype == reference.dtype else tolerance(variant.dtype, "precision")), replay=lambda: compared(pair(
+        tolerance(variant.dtype, "reordered" if variant.dtype == reference.dtype else "precision")), replay=lambda: compared(pair(
         side(reload={"dtype": dtype}), side(reload={}), real_tokens="expected", finite=True, what=f"dtype={dtype}")))
     check_load_matches_plain(subject, variant, reference, inputs, f"dtype={dtype}")
 

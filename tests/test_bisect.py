@@ -73,9 +73,28 @@ def test_bisect_reports_no_change(monkeypatch, tmp_path):
     assert result.first is None and "no change to bisect" in result.message
 
 
+def test_a_release_folder_pins_the_installed_optional_packages_the_release_would_import(monkeypatch, tmp_path):
+    """transformers 5.0.0 imports `kernels` whenever it is installed; kernels 0.19 breaks it (<0.11 asked)."""
+    info = tmp_path / "transformers-5.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("\n".join([
+        "Name: transformers", "Version: 5.0.0", "Requires-Dist: huggingface-hub<2.0,>=1.3.0",
+        "Provides-Extra: hub-kernels", "Requires-Dist: kernels<0.11,>=0.10.2; extra == \"hub-kernels\"",
+        "Provides-Extra: testing", "Requires-Dist: pytest<9.0.0,>=7.2.0; extra == \"testing\"",
+        "Provides-Extra: vision", "Requires-Dist: Pillow<=15.0,>=10.0.1; extra == \"vision\"",
+    ]) + "\n")
+    installed = {"huggingface-hub": "2.4.0", "kernels": "0.19.1", "pytest": "9.2.0"}  # no Pillow here
+    monkeypatch.setattr(releases, "_installed_version", installed.get)
+    assert releases._missing(tmp_path) == {
+        "huggingface-hub<2.0,>=1.3.0": "installed 2.4.0",  # required
+        "kernels<0.11,>=0.10.2": "installed 0.19.1",  # optional, installed, imported: pinned (no marker)
+    }  # pytest (a developers' extra) and Pillow (not installed) are left alone
+
+
 def test_released_versions_reads_the_index_in_order(monkeypatch):
     listing = "transformers (5.25.0)\nAvailable versions: 5.25.0, 5.24.0, 5.10.1, 5.9.0, 5.2.0rc1, 5.0.0, 4.57.6\n"
     monkeypatch.setattr(releases, "_pip", lambda *args: subprocess.CompletedProcess(args, 0, listing, ""))
+    monkeypatch.setattr(releases, "UNUSABLE", {"5.25.0": "does not install here"})
     assert releases.released_versions("5.0.0", "5.25.0") == ["5.0.0", "5.9.0", "5.10.1", "5.24.0"]  # 5.25.0 unusable
     assert releases.released_versions("5.9.0", "5.10.1") == ["5.9.0", "5.10.1"]
 

@@ -1,6 +1,6 @@
 """Every difference between the transformers 5.x releases that hfprops meets, in one place.
 
-The suite runs on transformers 5.0.0 through 5.24.0. Each function here asks the installed release
+The suite runs on transformers 5.0.0 through 5.25.0. Each function here asks the installed release
 for the feature (a forward parameter, a class, a method, the forward's code) rather than comparing
 version numbers, so a backport or a late rename needs no table of versions; the docstrings say where
 each one changed (bisected over the installed releases).
