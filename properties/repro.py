@@ -233,7 +233,8 @@ def real_token_masks(outputs: dict, inputs: dict, meta: dict) -> dict:
     encoder_decoder = "encoder_decoder" in meta["spec"]["capabilities"]
     masks = {}
     for name, tensor in outputs.items():
-        decoder_side = encoder_decoder and not name.startswith("encoder_")  # as Subject.real_token_masks
+        decoder_side = encoder_decoder and not name.startswith("encoder_") and (  # as Subject.real_token_masks
+            "decoder_input_ids" in inputs or "decoder_inputs_embeds" in inputs)
         image_side = name.startswith("vision_model_output") or name in ("image_embeds", "logits_per_image")
         per_token = tensor.dim() >= 3 or name.rsplit(".", 1)[-1] in TOKEN_OUTPUTS_2D
         if decoder_side or image_side or not per_token or tuple(tensor.shape[:2]) != tuple(mask.shape):
@@ -242,11 +243,22 @@ def real_token_masks(outputs: dict, inputs: dict, meta: dict) -> dict:
     return masks
 
 
-def select_rows(outputs: dict, rows) -> dict:
-    """The outputs of batch rows `rows`, in that order (pairwise outputs on both axes; as Subject.select_rows)."""
+BATCHED_INPUTS = ("input_ids", "attention_mask", "inputs_embeds", "pixel_values", "input_values", "input_features")
+
+
+def input_rows(inputs: dict) -> int | None:
+    """The batch size of model inputs (as zoo.subject.input_rows)."""
+    return next((int(inputs[key].shape[0]) for key in BATCHED_INPUTS if key in inputs), None)
+
+
+def select_rows(outputs: dict, rows, batch: int | None = None) -> dict:
+    """The outputs of batch rows `rows`, in that order (pairwise outputs on both axes; outputs whose
+    leading axis is not the `batch` left out; as Subject.select_rows)."""
     index = torch.as_tensor(list(rows), dtype=torch.long)
     picked = {}
     for name, tensor in outputs.items():
+        if batch is not None and (tensor.dim() == 0 or tensor.shape[0] != batch):
+            continue
         tensor = tensor[index.to(tensor.device)]
         if name.rsplit(".", 1)[-1] in PAIRWISE_OUTPUTS:
             tensor = tensor[:, index.to(tensor.device)]
@@ -257,7 +269,7 @@ def select_rows(outputs: dict, rows) -> dict:
 def row_outputs(outputs: dict, inputs: dict, row: int, meta: dict) -> dict:
     """Row `row` of batched outputs, per-token outputs cut to its real tokens (as Subject.row_outputs)."""
     masks = real_token_masks(outputs, inputs, meta)
-    picked = select_rows(outputs, [row])
+    picked = select_rows(outputs, [row], input_rows(inputs))
     for name, mask in masks.items():
         picked[name] = picked[name][:, mask[row]]
     return picked
@@ -493,7 +505,7 @@ def run_side(meta: dict, tensors: dict, side: dict) -> tuple[dict, dict]:
         outputs = row_outputs(outputs, inputs, side["row"], meta)
         inputs = {k: v[side["row"]: side["row"] + 1] for k, v in inputs.items()}
     if "rows" in side:
-        outputs = select_rows(outputs, side["rows"])
+        outputs = select_rows(outputs, side["rows"], input_rows(inputs))
         inputs = {k: v[list(side["rows"])] for k, v in inputs.items()}
     return outputs, inputs
 

@@ -172,8 +172,9 @@ def test_static_cache_matches_dynamic(subject, data):
 
 
 def _skip_stateful(subject) -> None:
-    """Candidate-verifying decoding rolls the cache back; transformers refuses it for stateful models
-    (recurrent and SSM layers, `_is_stateful`) with a clear ValueError: a documented limit, not a defect."""
+    """Candidate-verifying decoding rolls the cache back; up to 5.24.x transformers refuses it for stateful
+    models (recurrent and SSM layers, `_is_stateful`) with a clear ValueError: a documented limit, not a
+    defect. 5.25.0 keeps the recurrent states it needs to roll back and drops `_is_stateful`: judged there."""
     if getattr(subject.model, "_is_stateful", False):
         pytest.skip(f"{type(subject.model).__name__} is stateful: transformers does not run assisted decoding on it")
 

@@ -7,14 +7,14 @@ compare an item alone with the same item inside a batch, in another order, or un
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from hypothesis import event, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from strategies import audio, images, tokens
-from strategies.signature import signature_inputs
+from strategies.signature import PER_TOKEN, signature_inputs
 
 
 @st.composite
@@ -149,6 +149,13 @@ def compose(spec, items, *, padding_side: str | None = None, extra_padding: int 
     inputs = {sequence: values}
     if "attention_mask" in items[0]:
         inputs["attention_mask"] = mask
+    for key in PER_TOKEN:  # indexed (batch, token, ...): padded with the text, zeros under the mask
+        if key in items[0] and sequence == "input_ids":
+            padded = np.zeros((len(items), width, *items[0][key].shape[2:]), dtype=items[0][key].dtype)
+            for row, item in enumerate(items):
+                n = item[sequence].shape[1]
+                padded[row, slice(width - n, width) if side == "left" else slice(0, n)] = item[key][0]
+            inputs[key] = padded
     for key in items[0]:
         if key not in inputs:
             inputs[key] = np.concatenate([item[key] for item in items])
@@ -180,6 +187,9 @@ def items(draw, spec, count: int, *, max_length: int | None = None):
     for key, value in stacked.items():
         for i, item in enumerate(drawn):
             item[key] = value[i : i + 1]
+    if spec.extra.get("signature_inputs"):  # each item complete on its own, as model_inputs makes a batch
+        # (placeholder runs, an eos at the end, per-token boxes: a batch then holds what each item held)
+        drawn = [draw(signature_inputs(spec, item), label=f"item {i} signature inputs") for i, item in enumerate(drawn)]
     return drawn
 
 
@@ -205,10 +215,11 @@ def fillers(spec, *, special: bool = False):
 
 
 @st.composite
-def composed_batches(draw, spec, *, batch_sizes=(2, 4)):
-    """A batch of `batch_sizes` items padded the spec's way (see `compose`), padding holding a `fillers` id."""
+def composed_batches(draw, spec, *, batch_sizes=(2, 4), max_length: int | None = None):
+    """A batch of `batch_sizes` items of at most `max_length` tokens (the spec's maximum by default)
+    padded the spec's way (see `compose`), padding holding a `fillers` id."""
     count = draw(st.integers(*batch_sizes), label="batch size")
-    drawn = draw(items(spec, count), label="items")
+    drawn = draw(items(replace(spec, max_length=max_length) if max_length else spec, count), label="items")
     filler = draw(fillers(spec), label="filler id (None: pad token)") if spec.has("text") else None
     if filler is not None:
         event("padding holds an ordinary id")
@@ -235,7 +246,8 @@ def padding_amounts(draw, spec, *, batch_sizes=(1, 4), special_fillers: bool = F
     `special_fillers` the extra padding holds a special id (bos, eos, pad) instead of an ordinary one.
     """
     count = draw(st.integers(*batch_sizes), label="batch size")
-    drawn = draw(items(spec, count, max_length=spec.max_length - 1), label="items")
+    # one token short of the maximum, placeholder runs included (they are cut to the spec's max_length)
+    drawn = draw(items(replace(spec, max_length=spec.max_length - 1), count), label="items")
     tight = compose(spec, drawn)
     room = spec.max_length - tight.inputs["input_ids"].shape[1]
     extra = draw(st.integers(1, room), label="extra padding")

@@ -307,4 +307,4 @@ def signature_inputs(draw, spec, inputs: dict):
 
 
 # Inputs indexed by (batch, token) that a batch composer must pad with the text (bbox, per token).
-PER_TOKEN = ("bbox",)
+PER_TOKEN = ("bbox", "token_type_ids", "mm_token_type_ids")

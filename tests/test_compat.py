@@ -126,3 +126,14 @@ def test_image_processor_class_is_the_pil_one(prefix):
              "CLIP": {"size": {"shortest_edge": 8}, "crop_size": {"height": 8, "width": 8}}}[prefix]
     out = cls(**sizes)(images=Image.new("RGB", (13, 9), (10, 200, 30)), return_tensors="np")
     assert out["pixel_values"].shape == (1, 3, 8, 8)
+
+
+@pytest.mark.parametrize("config, recurrent", [
+    ("LlamaConfig", False), ("Gemma3TextConfig", False),  # attention only (sliding windows too)
+    ("BambaConfig", True), ("JambaConfig", True), ("MambaConfig", True),  # SSM layers (all, or mixed in)
+])
+def test_recurrent_layers_are_told_from_the_class_or_the_layer_types(config, recurrent):
+    with torch.device("meta"):
+        model = transformers.AutoModel.from_config(getattr(transformers, config)())
+    assert compat.recurrent_layers(model) is recurrent
+

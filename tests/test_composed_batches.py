@@ -71,6 +71,18 @@ def test_compose_pads_with_the_filler():
     np.testing.assert_array_equal(left.inputs["input_ids"], [[5, 6, 7], [spec.pad_token_id] * 2 + [8]])
 
 
+def test_compose_pads_per_token_inputs_with_the_text():
+    """Layout boxes (batch, token, 4) and token type ids follow their tokens; padded positions hold zeros."""
+    spec = SPECS["bert"]
+    items = [{"input_ids": np.array([[5, 6]]), "attention_mask": np.ones((1, 2), np.int64),
+              "bbox": np.array([[[1, 2, 3, 4], [5, 6, 7, 8]]]), "token_type_ids": np.array([[1, 1]])},
+             {"input_ids": np.array([[8]]), "attention_mask": np.ones((1, 1), np.int64),
+              "bbox": np.array([[[9, 9, 9, 9]]]), "token_type_ids": np.array([[1]])}]
+    left = compose(spec, items, padding_side="left")
+    np.testing.assert_array_equal(left.inputs["bbox"], [[[1, 2, 3, 4], [5, 6, 7, 8]], [[0, 0, 0, 0], [9, 9, 9, 9]]])
+    np.testing.assert_array_equal(left.inputs["token_type_ids"], [[1, 1], [0, 1]])
+
+
 @pytest.mark.parametrize("name", ZOO_NAMES)
 @FEW
 @given(data=st.data())

@@ -41,6 +41,11 @@ MODELS = {
                      dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
                           image_size=32, patch_size=8)),
     "wav2vec2": ("Wav2Vec2Model", "Wav2Vec2Config", WAVE),
+    # a dual encoder: each tower's output (its hidden states too) comes back nested in the model's
+    "clip": ("CLIPModel", "CLIPConfig", dict(
+        text_config=dict(TEXT, projection_dim=16), projection_dim=16,
+        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                           image_size=32, patch_size=8, projection_dim=16))),
     # hierarchical: the width doubles per stage (8 -> 16), so the config's hidden_size is not the output's
     "swin": ("SwinModel", "SwinConfig", dict(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[2, 2],
                                              window_size=2, hidden_size=8)),
@@ -105,6 +110,21 @@ def test_hierarchical_tower_losing_its_last_stage_width_is_caught():
     on_output(subject.model, lambda out, kwargs: out[..., :8] if out.shape[-1] == 16 else out)
     expect_caught(shapes.check_shapes, model_inputs(subject.spec), subject,
                   says=("[swin] shape contract", "pooler_output: got (1, 8), expected (1, 16)"))
+
+
+def test_tower_state_losing_a_channel_is_caught():
+    """CLIP's vision tower returns hidden states one channel short (32 -> 31); they reach the user
+    only nested, as vision_model_output.hidden_states.i, which the contract must still check."""
+    subject = breakable("clip")
+
+    def cut_channel(module, args, kwargs, output):
+        output.hidden_states = tuple(state[..., :-1] for state in output.hidden_states)
+        return output
+
+    subject.model.vision_model.register_forward_hook(cut_channel, with_kwargs=True)
+    expect_caught(shapes.check_shapes, model_inputs(subject.spec), subject,
+                  says=("[clip] shape contract", "vision_model_output.hidden_states.0: got (1, 17, 31), "
+                        "expected (1, 17, 32)"))
 
 
 def test_waveform_mask_ignored_is_caught():

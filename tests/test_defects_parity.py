@@ -123,6 +123,19 @@ def test_packed_sequences_pass_healthy_models():
         expect_passes(batching.check_packed_sequences, composed_batches(healthy(name).spec), healthy(name))
 
 
+def test_a_mask_built_without_position_ids_is_named_in_the_failure():
+    """BioGPT's modeling file calls create_causal_mask without position_ids: the failure says so (that
+    sentence is what the findings list matches); the zoo's llama passes them and is not named."""
+    import transformers
+
+    with torch.device("meta"):
+        biogpt = transformers.BioGptForCausalLM(transformers.BioGptConfig())
+    assert batching.mask_ignores_positions(biogpt) == (
+        "transformers.models.biogpt.modeling_biogpt builds its causal mask without position_ids")
+    assert batching.mask_ignores_positions(healthy("llama").model) is None
+    assert batching.mask_ignores_positions(healthy("gpt2").model) is None
+
+
 @pytest.mark.parametrize("name", ["bert", "gpt2"])
 def test_4d_mask_catches_ignored_custom_mask(name):
     """A 4-D attention mask is read as all zeros (nothing masked): padding (and, causal, later tokens) is attended.

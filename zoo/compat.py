@@ -44,6 +44,20 @@ def returned_cache(output: Any) -> Any:
     return None
 
 
+# Cache layer kinds that hold a recurrent state (transformers 5.25's cache_utils layer types).
+RECURRENT_LAYER_TYPES = frozenset({"linear_attention", "conv", "hybrid", "hybrid_sliding", "mamba"})
+
+
+def recurrent_layers(model: torch.nn.Module) -> bool:
+    """Whether some token mixers carry a recurrent state (SSM, linear attention, short convolutions)
+    instead of attending over keys: the class's `_is_stateful` up to 5.24.x, the decoder config's
+    `layer_types` naming a recurrent cache layer (linear_attention, hybrid, ...) from 5.25.0."""
+    if getattr(type(model), "_is_stateful", False):
+        return True
+    config = model.config.get_text_config(decoder=True)
+    return bool(RECURRENT_LAYER_TYPES & set(getattr(config, "layer_types", None) or ()))
+
+
 def enable_activation_checkpointing(model: torch.nn.Module, checkpoint_kwargs: dict | None = None) -> None:
     """Turn on activation (gradient) checkpointing: `activation_checkpointing_enable` from 5.23.0,
     `gradient_checkpointing_enable` (its deprecated alias from then on) up to 5.22.x.

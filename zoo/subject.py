@@ -23,6 +23,13 @@ _SKIPPED_OUTPUTS = {"past_key_values", "cache", "loss"}
 _PAIRWISE_OUTPUTS = {"logits_per_text", "logits_per_image"}
 # Per-token outputs with no feature axis (question answering); other 2-D outputs are pooled.
 _TOKEN_OUTPUTS_2D = {"start_logits", "end_logits"}
+_DECODER_INPUTS = ("decoder_input_ids", "decoder_inputs_embeds")
+_BATCHED_INPUTS = ("input_ids", "attention_mask", "inputs_embeds", "pixel_values", "input_values", "input_features")
+
+
+def input_rows(inputs: Mapping[str, Any]) -> int | None:
+    """The batch size of model inputs (None when no batched input is there)."""
+    return next((int(np.shape(inputs[key])[0]) for key in _BATCHED_INPUTS if key in inputs), None)
 
 
 def flatten_outputs(output: Any, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -149,8 +156,10 @@ class Subject:
             mask = self.frame_mask(mask)
         masks = {}
         for name, tensor in outputs.items():
-            # everything but the encoder_* outputs of an encoder-decoder follows decoder_input_ids (unpadded)
-            decoder_side = self.spec.has("encoder_decoder") and not name.startswith("encoder_")
+            # everything but the encoder_* outputs of an encoder-decoder follows decoder_input_ids (unpadded);
+            # without them the model shifts input_ids into its decoder (BART's sequence classifier), padding too
+            decoder_side = self.spec.has("encoder_decoder") and not name.startswith("encoder_") and any(
+                key in inputs for key in _DECODER_INPUTS)
             image_side = name.startswith("vision_model_output") or name in ("image_embeds", "logits_per_image")
             # A pooled (batch, width) output can match the mask's shape by chance: only per-token outputs count.
             per_token = tensor.dim() >= 3 or name.rsplit(".", 1)[-1] in _TOKEN_OUTPUTS_2D
@@ -168,12 +177,16 @@ class Subject:
         real = [conv_frames(int(n), layers) for n in sample_mask.sum(-1)]
         return torch.arange(total)[None, :] < torch.tensor(real)[:, None]
 
-    def select_rows(self, outputs: Mapping[str, torch.Tensor], rows) -> dict[str, torch.Tensor]:
+    def select_rows(self, outputs: Mapping[str, torch.Tensor], rows, batch: int | None = None) -> dict[str, torch.Tensor]:
         """The outputs of batch rows `rows`, in that order (pairwise outputs such as CLIP's
-        `logits_per_text` are indexed on both batch axes)."""
+        `logits_per_text` are indexed on both batch axes). Given the `batch` size, outputs whose leading
+        axis is not the batch are left out: they cannot be split by row (per-image lists such as
+        LLaVA's image_outputs.pooler_output.i, each (image tokens, hidden))."""
         index = torch.as_tensor(list(rows), dtype=torch.long)
         picked = {}
         for name, tensor in outputs.items():
+            if batch is not None and (tensor.dim() == 0 or tensor.shape[0] != batch):
+                continue
             tensor = tensor[index.to(tensor.device)]
             if name.rsplit(".", 1)[-1] in _PAIRWISE_OUTPUTS:
                 tensor = tensor[:, index.to(tensor.device)]
@@ -186,7 +199,7 @@ class Subject:
         The result has the shapes the row's item gives when run alone without padding.
         """
         masks = self.real_token_masks(outputs, inputs)
-        picked = self.select_rows(outputs, [row])
+        picked = self.select_rows(outputs, [row], batch=input_rows(inputs))
         for name, mask in masks.items():
             picked[name] = picked[name][:, mask[row]]
         return picked
