@@ -85,6 +85,7 @@ SIZE_NAMES = {
 }
 DEFAULT_IMAGE_SIZE = 32  # for CNN configs without image_size: any size works, small is fast
 DEFAULT_MAX_SAMPLES = 16000  # one second at 16 kHz: the longest waveform drawn for input_values models
+FREE_LENGTH_FRAMES = 64  # spectrogram frames for audio encoders of any input length (no max_source_positions)
 
 
 def _main_input_capabilities(main_input: str, config) -> set[str]:
@@ -214,7 +215,10 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
 
     extra.update(signature_plan(model))
     vision_source = vision_config or config
-    num_frames = 2 * config.max_source_positions if "audio" in caps else 0
+    # Whisper-style encoders take exactly 2 x max_source_positions frames (a 30 s window, shrunk);
+    # encoders without it (conformers: Parakeet, LASR, ...) take any length
+    source_positions = _first(config, "max_source_positions", default=None)
+    num_frames = (2 * source_positions if source_positions else FREE_LENGTH_FRAMES) if "audio" in caps else 0
     min_samples, max_samples = _waveform_range(facts) if "waveform" in caps else (0, 0)
     sampling_rate = getattr(getattr(processor, "feature_extractor", processor), "sampling_rate", None)
     return ModelSpec(
