@@ -126,10 +126,19 @@ def flatten_outputs(output, prefix: str = "") -> dict[str, torch.Tensor]:
     return flat
 
 
+def compute_dtype(model) -> torch.dtype:
+    """The dtype most floating weights hold (as Subject.dtype: fp32-kept modules may come first)."""
+    counts: dict = {}
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            counts[parameter.dtype] = counts.get(parameter.dtype, 0) + parameter.numel()
+    return max(counts, key=counts.get) if counts else next(model.parameters()).dtype
+
+
 def model_kwargs(model, inputs: dict, call: dict, meta: dict | None = None) -> dict:
     """`model(**kwargs)` arguments as the suite builds them (Subject.model_kwargs): fresh copies on the
     model's device and dtype, position ids from the mask for causal models, the stored call flags."""
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    device, dtype = next(model.parameters()).device, compute_dtype(model)
     kwargs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None, copy=True)
               for k, v in inputs.items()}
     causal = meta is not None and "causal" in meta["spec"]["capabilities"]
@@ -441,7 +450,7 @@ def run_side(meta: dict, tensors: dict, side: dict) -> tuple[dict, dict]:
     inputs = input_set(tensors, side.get("inputs", ""))
     call = {**meta["call"], **side.get("call", {})}
     if side.get("mask_4d"):
-        call["attention_mask"] = _mask_4d(inputs, side["mask_4d"] == "causal", next(model.parameters()).dtype)
+        call["attention_mask"] = _mask_4d(inputs, side["mask_4d"] == "causal", compute_dtype(model))
     run = side.get("run", "forward")
     with _Settings(side):
         if run == "forward" and side.get("embeds"):  # ids passed as their embeddings (the call-form property)

@@ -74,7 +74,8 @@ def kept_in_fp32(model, name: str) -> bool:
     (5.24: fp16 only for the plain list; 5.0: bf16 too), so either dtype is accepted there."""
     modules = set(getattr(model, "_keep_in_fp32_modules", None) or ()) | set(
         getattr(model, "_keep_in_fp32_modules_strict", None) or ())
-    return any(module in name.split(".") for module in modules)
+    # an entry names a module or a dotted path inside one ("mlp.gate.linear.weight", "gate.weight")
+    return any(f".{module}." in f".{name}." for module in modules)
 
 
 def _expected_dtype(model, name: str, tensor: torch.Tensor, dtype, loaded: torch.Tensor) -> torch.dtype:

@@ -109,7 +109,14 @@ class Subject:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        """The dtype most of the model's floating weights hold (its compute dtype): a half-precision load
+        keeps some modules in fp32 (`_keep_in_fp32_modules`: embeddings, norms, MoE routers), which may
+        come first."""
+        counts: dict[torch.dtype, int] = {}
+        for parameter in self.model.parameters():
+            if parameter.is_floating_point():
+                counts[parameter.dtype] = counts.get(parameter.dtype, 0) + parameter.numel()
+        return max(counts, key=counts.get) if counts else next(self.model.parameters()).dtype
 
     # -- calling convention -------------------------------------------------------------------
     def model_kwargs(self, inputs: Mapping[str, Any], *, hidden_states: bool = False, **extra) -> dict:

@@ -95,16 +95,33 @@ def gradients(subject: Subject, inputs: Mapping[str, Any], *, seed: int = 0):
     """`(loss, {trainable parameter name: grad or None})` after one backward, dropout seeded with `seed`.
 
     The global RNG is left as it was (`fork_rng`), so seeding here does not change other tests' draws.
+    Parameters of modules that never ran in this forward are left out: a tower the inputs do not
+    feed (the audio encoder of an audio-text LM given text alone) cannot pass gradients. A module
+    that ran and still gives its parameters no gradient (a detach, an unused branch) stays in.
     """
     model = subject.model
     model.zero_grad(set_to_none=True)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        loss = training_loss(subject, inputs)
-        loss.backward()
+    ran: set[int] = set()
+    hooks = [module.register_forward_hook(lambda module, args, output: ran.add(id(module)))
+             for module in model.modules()]
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            loss = training_loss(subject, inputs)
+            loss.backward()
+    finally:
+        for hook in hooks:
+            hook.remove()
     grads = {name: p.grad for name, p in model.named_parameters()
-             if p.requires_grad and name.rsplit(".", 1)[-1] not in MASKING_ONLY_PARAMETERS}
+             if p.requires_grad and name.rsplit(".", 1)[-1] not in MASKING_ONLY_PARAMETERS
+             and (p.grad is not None or id(_owner(model, name)) in ran)}
     return loss.detach(), grads
+
+
+def _owner(model: torch.nn.Module, parameter_name: str) -> torch.nn.Module:
+    """The module that holds the parameter `parameter_name` directly."""
+    path = parameter_name.rpartition(".")[0]
+    return model.get_submodule(path) if path else model
 
 
 def train_mode_outputs(subject: Subject, inputs: Mapping[str, Any], *, seed: int) -> dict[str, torch.Tensor]:
