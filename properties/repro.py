@@ -266,7 +266,9 @@ def select_rows(outputs: dict, rows, batch: int | None = None) -> dict:
     index = torch.as_tensor(list(rows), dtype=torch.long)
     picked = {}
     for name, tensor in outputs.items():
-        if batch is not None and (tensor.dim() == 0 or tensor.shape[0] != batch):
+        parts = name.split(".")  # lists nested in a sub-output are left out too (as zoo.subject.nested_list)
+        if batch is not None and (tensor.dim() == 0 or tensor.shape[0] != batch
+                                  or (len(parts) >= 3 and any(p.isdigit() for p in parts[2:]))):
             continue
         tensor = tensor[index.to(tensor.device)]
         if name.rsplit(".", 1)[-1] in PAIRWISE_OUTPUTS:
@@ -280,7 +282,8 @@ def row_outputs(outputs: dict, inputs: dict, row: int, meta: dict) -> dict:
     masks = real_token_masks(outputs, inputs, meta)
     picked = select_rows(outputs, [row], input_rows(inputs))
     for name, mask in masks.items():
-        picked[name] = picked[name][:, mask[row]]
+        if name in picked:
+            picked[name] = picked[name][:, mask[row]]
     return picked
 
 

@@ -22,7 +22,7 @@ from hypothesis import given, strategies as st
 from devices.tolerance import assert_outputs_close, tolerance
 from zoo.compat import recurrent_layers
 from properties.artifacts import compared, pair, per_row, record, side
-from strategies.batches import composed_batches, padding_amounts, reordered_batches, special_ids
+from strategies.batches import composed_batches, padding_amounts, padding_special_ids, reordered_batches
 
 INVARIANCE = "batch invariance"
 ORDER = "batch order"
@@ -109,8 +109,9 @@ def check_packed_sequences(subject, batch) -> None:
 
 
 def mask_ignores_positions(model) -> str | None:
-    """Why the model cannot see packing (None: it can): its modeling file calls create_causal_mask
-    without position_ids, from which masking_utils reads where packed items start."""
+    """Why the model cannot see packing (None: it can): its modeling file builds its causal mask
+    without masking_utils, or calls create_causal_mask without position_ids, from which masking_utils
+    reads where packed items start."""
     import sys
 
     module = sys.modules.get(type(model).__module__)
@@ -122,7 +123,9 @@ def mask_ignores_positions(model) -> str | None:
     # (BigBird: `mask_function = create_causal_mask if is_decoder else ...`), always with config=
     calls = [call for match in re.finditer(r"\b(create_\w*causal_mask|\w*mask_function)\(", source)
              if "config=" in (call := call_text(source, match.end()))]
-    if "create_causal_mask" in source and any("position_ids" not in call for call in calls):
+    if "create_causal_mask" not in source:
+        return f"{module.__name__} builds its causal mask without position_ids (its own mask code, not masking_utils)"
+    if any("position_ids" not in call for call in calls):
         return f"{module.__name__} builds its causal mask without position_ids"
     return None
 
@@ -219,8 +222,8 @@ def test_padding_amount(subject, data):
 @pytest.mark.needs("text")
 @given(data=st.data())
 def test_padding_holding_special_ids(subject, data):
-    if not special_ids(subject.spec):
-        pytest.skip("the model has no special ids (no pad, bos or eos id in its vocab)")
+    if not padding_special_ids(subject.spec):
+        pytest.skip("the model has no special ids padding may hold (no pad, bos or eos id in its vocab)")
     tight, padded = data.draw(padding_amounts(subject.spec, special_fillers=True), label="tight and padded")
     record(subject, tight.inputs, prop=PADDING, other_inputs=padded.inputs, replay=lambda: compared(*per_row(
         len(tight), lambda r: pair(side(inputs="other_inputs", row=r), side(row=r), what=f"item {r}"))))

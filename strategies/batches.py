@@ -7,7 +7,7 @@ compare an item alone with the same item inside a batch, in another order, or un
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from hypothesis import event, strategies as st
@@ -94,22 +94,32 @@ class Composed:
     inputs: dict[str, np.ndarray]
     items: tuple[dict[str, np.ndarray], ...]
     padding_side: str | None  # None: the spec has no text, so nothing is padded
+    # inputs whose leading axis is not one row per item (Qwen2-VL's patch rows: t*h*w per image, with
+    # image_grid_thw saying how many): each item's rows are this (start, stop) slice
+    spans: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def _rows(self, key: str, index: int) -> slice:
+        return slice(*self.spans[key][index]) if key in self.spans else slice(index, index + 1)
+
     def row(self, index: int) -> dict[str, np.ndarray]:
         """Row `index` of the batch as a batch of one, its padding kept."""
-        return {key: value[index : index + 1] for key, value in self.inputs.items()}
+        return {key: value[self._rows(key, index)] for key, value in self.inputs.items()}
 
     def permuted(self, order) -> "Composed":
         """The same items in another order: row `i` of the result is row `order[i]` of this batch."""
         order = list(order)
-        return Composed(
-            {key: value[order] for key, value in self.inputs.items()},
-            tuple(self.items[i] for i in order),
-            self.padding_side,
-        )
+        inputs = {key: np.concatenate([value[self._rows(key, i)] for i in order]) if key in self.spans
+                  else value[order] for key, value in self.inputs.items()}
+        return Composed(inputs, tuple(self.items[i] for i in order), self.padding_side,
+                        {key: _spans([self.items[i][key] for i in order]) for key in self.spans})
+
+
+def _spans(blocks) -> tuple[tuple[int, int], ...]:
+    stops = np.cumsum([len(block) for block in blocks])
+    return tuple((int(stop - len(block)), int(stop)) for block, stop in zip(blocks, stops))
 
 
 def default_padding_side(spec) -> str:
@@ -134,7 +144,9 @@ def compose(spec, items, *, padding_side: str | None = None, extra_padding: int 
     sequence = next((key for key in SEQUENCE_INPUTS if key in items[0]), None)
     if sequence is None:
         inputs = {key: np.concatenate([item[key] for item in items]) for key in items[0]}
-        return Composed(inputs, tuple(items), None)
+        spans = {key: _spans([item[key] for item in items]) for key in items[0]
+                 if any(len(item[key]) != 1 for item in items)}
+        return Composed(inputs, tuple(items), None, spans)
     side = padding_side or default_padding_side(spec)
     if filler is None:
         filler = SEQUENCE_INPUTS[sequence](spec)
@@ -156,10 +168,13 @@ def compose(spec, items, *, padding_side: str | None = None, extra_padding: int 
                 n = item[sequence].shape[1]
                 padded[row, slice(width - n, width) if side == "left" else slice(0, n)] = item[key][0]
             inputs[key] = padded
+    spans = {}
     for key in items[0]:
         if key not in inputs:
             inputs[key] = np.concatenate([item[key] for item in items])
-    return Composed(inputs, tuple(items), side)
+            if any(len(item[key]) != 1 for item in items):
+                spans[key] = _spans([item[key] for item in items])
+    return Composed(inputs, tuple(items), side, spans)
 
 
 @st.composite
@@ -199,6 +214,13 @@ def special_ids(spec) -> list[int]:
                   if i is not None)
 
 
+def padding_special_ids(spec) -> list[int]:
+    """The special ids padding may hold: all but media placeholders (image/audio token ids), which the
+    model counts in input_ids to place its features, so padding holding one is a malformed input."""
+    placeholders = set(spec.extra.get("reserved_ids", ())) | {spec.extra.get("image_token_id")}
+    return [i for i in special_ids(spec) if i not in placeholders]
+
+
 def fillers(spec, *, special: bool = False):
     """What padded positions hold: None (the pad token) or one ordinary id; with `special`, a special id.
 
@@ -209,7 +231,7 @@ def fillers(spec, *, special: bool = False):
     """
     specials = special_ids(spec)
     if special:
-        return st.sampled_from(specials)
+        return st.sampled_from(padding_special_ids(spec))
     ordinary = st.integers(0, spec.vocab_size - 1).filter(lambda i: i not in specials)
     return st.none() | ordinary
 

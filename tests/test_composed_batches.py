@@ -83,6 +83,23 @@ def test_compose_pads_per_token_inputs_with_the_text():
     np.testing.assert_array_equal(left.inputs["token_type_ids"], [[1, 1], [0, 1]])
 
 
+def test_ragged_inputs_keep_each_items_rows():
+    """Patch rows (Qwen2-VL: t*h*w rows per image, image_grid_thw one row each) are concatenated; a row
+    of the batch and a permuted batch take each item's own block of them."""
+    spec = SPECS["bert"]
+    items = [{"input_ids": np.array([[5, 6]]), "attention_mask": np.ones((1, 2), np.int64),
+              "pixel_values": np.full((4, 3), 1.0), "image_grid_thw": np.array([[1, 2, 2]])},
+             {"input_ids": np.array([[8]]), "attention_mask": np.ones((1, 1), np.int64),
+              "pixel_values": np.full((2, 3), 2.0), "image_grid_thw": np.array([[1, 1, 2]])}]
+    batch = compose(spec, items)
+    assert batch.inputs["pixel_values"].shape == (6, 3)
+    np.testing.assert_array_equal(batch.row(1)["pixel_values"], items[1]["pixel_values"])
+    np.testing.assert_array_equal(batch.row(1)["image_grid_thw"], items[1]["image_grid_thw"])
+    swapped = batch.permuted([1, 0])
+    np.testing.assert_array_equal(swapped.inputs["pixel_values"][:2], items[1]["pixel_values"])
+    np.testing.assert_array_equal(swapped.row(1)["pixel_values"], items[0]["pixel_values"])
+
+
 @pytest.mark.parametrize("name", ZOO_NAMES)
 @FEW
 @given(data=st.data())

@@ -27,6 +27,13 @@ _DECODER_INPUTS = ("decoder_input_ids", "decoder_inputs_embeds")
 _BATCHED_INPUTS = ("input_ids", "attention_mask", "inputs_embeds", "pixel_values", "input_values", "input_features")
 
 
+def nested_list(name: str) -> bool:
+    """Whether a flattened output name is an element of a list inside a sub-output
+    (image_outputs.pooler_output.2, vision_model_output.hidden_states.0; not hidden_states.0)."""
+    parts = name.split(".")
+    return len(parts) >= 3 and any(part.isdigit() for part in parts[2:])
+
+
 def input_rows(inputs: Mapping[str, Any]) -> int | None:
     """The batch size of model inputs (None when no batched input is there)."""
     return next((int(np.shape(inputs[key])[0]) for key in _BATCHED_INPUTS if key in inputs), None)
@@ -188,11 +195,13 @@ class Subject:
         """The outputs of batch rows `rows`, in that order (pairwise outputs such as CLIP's
         `logits_per_text` are indexed on both batch axes). Given the `batch` size, outputs whose leading
         axis is not the batch are left out: they cannot be split by row (per-image lists such as
-        LLaVA's image_outputs.pooler_output.i, each (image tokens, hidden))."""
+        LLaVA's image_outputs.pooler_output.i, each (image tokens, hidden)), and so are lists nested in
+        a sub-output (a tower's output inside the model's): per image or per layer, the names cannot
+        tell, and four merged tokens per image in a batch of four would pass for a batch axis."""
         index = torch.as_tensor(list(rows), dtype=torch.long)
         picked = {}
         for name, tensor in outputs.items():
-            if batch is not None and (tensor.dim() == 0 or tensor.shape[0] != batch):
+            if batch is not None and (tensor.dim() == 0 or tensor.shape[0] != batch or nested_list(name)):
                 continue
             tensor = tensor[index.to(tensor.device)]
             if name.rsplit(".", 1)[-1] in _PAIRWISE_OUTPUTS:
@@ -208,7 +217,8 @@ class Subject:
         masks = self.real_token_masks(outputs, inputs)
         picked = self.select_rows(outputs, [row], batch=input_rows(inputs))
         for name, mask in masks.items():
-            picked[name] = picked[name][:, mask[row]]
+            if name in picked:
+                picked[name] = picked[name][:, mask[row]]
         return picked
 
     def with_attention(self, implementation: str) -> "Subject":
