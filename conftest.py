@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
+from properties.examples import CI_EXAMPLES  # tests with their own smaller counts scale against it
+
 # Each concern's hooks and options live beside its code; conftest only loads them.
 pytest_plugins = ["devices.plugin", "baselines.plugin", "properties.artifacts", "properties.findings",
                   "properties.coverage", "properties.sharding"]
@@ -27,7 +29,6 @@ import torch  # noqa: E402  (after reading the environment, before any model run
 torch.set_num_threads(THREADS)
 
 # -- Hypothesis profiles ---------------------------------------------------------------------------
-CI_EXAMPLES = 25
 _slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 # The explain phase re-runs a failing example many times to point at lines; on an xfailed model
 # test it costs 5-30x the test itself (measured: 6.05 s vs 0.18 s), so only `exhaustive` runs it.
@@ -46,7 +47,7 @@ settings.register_profile(
 # The registry sweep (`--model registry`, all properties): ~1,100 ids x ~90 tests do not fit an hour
 # on 2 cores at 25 examples each (measured in README "Coverage"), so the sweep cuts the examples per
 # test, never the properties. Otherwise as `ci`.
-SWEEP_EXAMPLES = 5
+SWEEP_EXAMPLES = 3
 settings.register_profile("sweep", parent=settings.get_profile("ci"), max_examples=SWEEP_EXAMPLES)
 settings.register_profile(
     "dev",

@@ -19,12 +19,13 @@ from hypothesis import given, settings, strategies as st
 
 from devices.tolerance import assert_outputs_close, tolerance
 from properties.artifacts import compared, pair, record, side
+from properties.examples import examples
 from strategies.batches import model_inputs
 from zoo.subject import flatten_outputs
 
 CHUNKING = "feed-forward chunking"
 OFFLOAD = "cpu/disk offload"
-FEWER = settings(max_examples=max(5, settings().max_examples // 3))
+FEWER = settings(max_examples=examples(max(5, settings().max_examples // 3)))
 
 
 # -- feed-forward chunking -------------------------------------------------------------------------

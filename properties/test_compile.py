@@ -14,6 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 from devices.tolerance import assert_outputs_close, tolerance
 from properties.artifacts import compared, pair, record, side
+from properties.examples import examples
 from strategies.batches import model_inputs
 from zoo.subject import flatten_outputs
 
@@ -24,7 +25,7 @@ EXPORT = "torch.export vs eager"
 # Measured on the zoo (ci profile, 3 examples, 1 thread, shared 2-core machine): compile 14-208 s per model
 # (llama 208, whisper 192, clip 138, gpt2 87, bert 73, t5 ~70 for its first shape, vit 42, roberta 32,
 # distilbert 14), export 1.3-4.5 s per model. A few examples per model keep `-m compile` to minutes.
-FEW = settings(max_examples=max(3, settings().max_examples // 8))
+FEW = settings(max_examples=examples(max(3, settings().max_examples // 8)))
 
 
 @pytest.fixture(autouse=True)

@@ -12,13 +12,14 @@ from devices.pairs import Side, outputs_on_cpu, run_side
 from devices.placement import split_across
 from devices.tolerance import assert_outputs_close, tolerance
 from properties.artifacts import compared, device_side, pair as _pair, record
+from properties.examples import examples
 from strategies.batches import model_inputs
 
 PROPERTY = "cross-device"
 
 # One vs several threads is costly on a busy machine (OpenMP workers wait for cores); a thread
 # dependence rarely hides behind one input shape, so a fifth of the profile's examples is enough.
-THREAD_EXAMPLES = max(5, settings.default.max_examples // 5)
+THREAD_EXAMPLES = examples(max(5, settings.default.max_examples // 5))
 
 
 def check_cross_device(subject, pair, inputs) -> None:

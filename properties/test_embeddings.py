@@ -16,6 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 from devices.tolerance import EXACT, assert_outputs_close, tolerance
 from properties.artifacts import record
+from properties.examples import examples
 from strategies.batches import model_inputs
 
 PROPERTY = "resize token embeddings"
@@ -76,7 +77,7 @@ def check_resize(subject, inputs, new_size: int, pad_to_multiple_of: int | None 
                          masks=subject.real_token_masks(reference, inputs))
 
 
-@settings(max_examples=max(5, settings().max_examples // 3))  # a model copy per example
+@settings(max_examples=examples(max(5, settings().max_examples // 3)))  # a model copy per example
 @given(data=st.data())
 def test_resize_keeps_old_embeddings(subject, data):
     if input_embedding(subject.model) is None:

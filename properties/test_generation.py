@@ -17,6 +17,7 @@ from hypothesis import event, given, settings, strategies as st
 
 from devices.tolerance import EXACT, assert_outputs_close, nonfinite, tolerance
 from properties.artifacts import compared, pair, record, side
+from properties.examples import examples
 from strategies.batches import model_inputs
 from zoo.generation import NO_EOS, Generated, generate_continued, generate_output, generated
 
@@ -34,7 +35,7 @@ CONTINUED = "generate continued from its cache"
 MAX_NEW_TOKENS = 4
 # Each example runs 2-3 generate calls (~10 ms each); a third of the profile's examples (8 in ci) keeps
 # the file's 40 tests to ~13 s in ci (measured, one thread), and exhaustive still runs 166 per test.
-FEWER = settings(max_examples=max(5, settings().max_examples // 3))
+FEWER = settings(max_examples=examples(max(5, settings().max_examples // 3)))
 
 
 def _room_for(spec, new_tokens: int):

@@ -23,6 +23,7 @@ from hypothesis import given, settings, strategies as st
 
 from devices.tolerance import EXACT, assert_outputs_close, nonfinite_outputs, tolerance
 from properties.artifacts import compared, pair, record, side
+from properties.examples import examples
 from strategies.batches import model_inputs
 from zoo.storage import aligned, aligned_inputs
 
@@ -32,7 +33,7 @@ PROPERTY = "load path"
 HEADS = "head class load"
 SHARD_SIZE = "20KB"  # the tiny models are ~100-400 KB: several shards each
 AS_LOADED = tolerance(torch.float32, "reordered")  # an fp32 load as from_pretrained maps it (see below)
-LOAD_EXAMPLES = settings(max_examples=5)  # the loads are the test; a few inputs judge each
+LOAD_EXAMPLES = settings(max_examples=examples(5))  # the loads are the test; a few inputs judge each
 
 
 # -- saved checkpoints, one per (model, kind) per process --------------------------------------------

@@ -21,15 +21,16 @@ from baselines.measure import Calibration, frozen_heap, live_tensor_bytes, measu
 from baselines.results import note
 from baselines.store import Baselines, entry_key, sizes_of
 from properties.artifacts import measured, record
+from properties.examples import examples
 from strategies.signature import signature_inputs
 
 pytestmark = pytest.mark.perf
 
 # Every example measures for a fraction of a second, so the perf tests take few examples (the
 # profile's 25 would cost ~10x the perf budget); the size space they draw from is small anyway.
-PERF_EXAMPLES = 2
+PERF_EXAMPLES = examples(2)
 # The baseline comparisons draw from two stored sizes: two examples cover both (derandomized).
-BASELINE_EXAMPLES = 2
+BASELINE_EXAMPLES = examples(2)
 
 # Self-attention costs O(length^2) per layer and everything else O(length): no architecture in the
 # zoo allows a latency exponent above 2. The tiny models measure 0.0-0.5 (fixed overheads dominate);
@@ -309,7 +310,7 @@ def test_peak_memory_within_baseline(subject, perf_baselines, data):
         _missing(perf_baselines, subject, inputs)
 
 
-@settings(max_examples=2)  # each example runs 60+ forwards and two heap walks
+@settings(max_examples=examples(2))  # each example runs 60+ forwards and two heap walks
 @given(data=st.data())
 def test_no_leak(subject, data):
     inputs = data.draw(baseline_inputs(subject.spec), label="inputs")
