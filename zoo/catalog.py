@@ -392,8 +392,12 @@ def shrink_kwargs(config, overrides: dict | None = None) -> dict:
     for name, value in current.items():
         if name.startswith("_") or name in ("id2label", "label2id", "architectures", "transformers_version"):
             continue
-        if name in declared and declared[name] is None and not isinstance(value, dict):
-            continue  # post-init derives it (head_dim, kv heads, layer_types): let it see the tiny sizes
+        schedule = (isinstance(value, (list, tuple)) and len(value) == layers_before
+                    and all(isinstance(v, str) for v in value))
+        if name in declared and declared[name] is None and not isinstance(value, dict) and not schedule:
+            continue  # post-init derives it (head_dim, kv heads): let it see the tiny sizes
+        # a derived schedule of layer kinds (Qwen3.5's layer_types: full attention every 4th layer) is
+        # cut here instead, keeping one layer of each kind: derived for 2 layers it holds only the first
         new = _shrink_value(name, value, layers_before, lengths)
         if new is not value and new != value:
             kwargs[name] = new
