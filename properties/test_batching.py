@@ -10,6 +10,7 @@ whose `position_ids` restart at each item (no attention mask), or with a 4-D att
 equivalent to the 2-D one.
 """
 
+import functools
 import inspect
 import re
 import weakref
@@ -112,9 +113,14 @@ def mask_ignores_positions(model) -> str | None:
     """Why the model cannot see packing (None: it can): its modeling file builds its causal mask
     without masking_utils, or calls create_causal_mask without position_ids, from which masking_utils
     reads where packed items start."""
+    return _module_ignores_positions(type(model).__module__)
+
+
+@functools.lru_cache(maxsize=None)  # one read of each modeling file's source, not one per example
+def _module_ignores_positions(module_name: str) -> str | None:
     import sys
 
-    module = sys.modules.get(type(model).__module__)
+    module = sys.modules.get(module_name)
     try:
         source = inspect.getsource(module) if module else ""
     except (OSError, TypeError):

@@ -220,12 +220,19 @@ def _base_key(head, key: str, base_state: dict) -> str | None:
     return None
 
 
+class HeadRefused(Exception):
+    """`from_pretrained` of a head class refused the base checkpoint's config with a ValueError."""
+
+
 def check_head_load(subject, head_class, directory: Path, base_state: dict, dtype: torch.dtype) -> None:
     """Loading the base checkpoint in `directory` into `head_class` with `dtype` keeps every base
     weight (`base_state`, the live base model's, cast to `dtype`) and gives the head's new
     parameters finite values, not all zero, reported as missing keys. The values are judged, not
     transformers' `_is_hf_initialized` flags."""
-    head, info = load(head_class, directory, dtype=dtype)
+    try:
+        head, info = load(head_class, directory, dtype=dtype)
+    except ValueError as exc:  # the head needs a config value the base checkpoint lacks, and says so
+        raise HeadRefused(f"{head_class.__name__}: {str(exc).strip().splitlines()[0][:160]}") from exc
     missing = set(info["missing_keys"])
     buffers = {name for name, _ in head.named_buffers()}
     loaded_ptrs, new, wrong = set(), {}, []
@@ -270,9 +277,8 @@ def test_base_checkpoint_into_head_classes(subject, dtype):
             check_head_load(subject, head_class, directory, base_state, getattr(torch, dtype))
         except AssertionError as exc:
             problems.append(str(exc).split("\nassert ")[0])  # without pytest's rewritten expression
-        except ValueError as exc:  # the head needs a config value the base checkpoint lacks, and says so
-            # (Wav2Vec2ForCTC without vocab_size): a clear refusal, which is what a user should get
-            refused.append(f"{head_class.__name__}: {str(exc).strip().splitlines()[0][:160]}")
+        except HeadRefused as exc:  # a clear refusal (Wav2Vec2ForCTC without vocab_size): what a user should get
+            refused.append(str(exc))
     assert not problems, "\n".join(problems)
     if len(refused) == len(classes):
         pytest.skip(f"{subject.name}: every head class refuses this base config clearly: {'; '.join(refused)}")
