@@ -11,26 +11,16 @@ from __future__ import annotations
 import copy
 
 import pytest
-import torch
 from hypothesis import given, settings, strategies as st
 
 from devices.tolerance import EXACT, assert_outputs_close, tolerance
 from properties.artifacts import record
 from properties.examples import examples
 from strategies.batches import model_inputs
+from zoo.build import input_embedding
 
 PROPERTY = "resize token embeddings"
 MAX_GROWTH = 64
-
-
-def input_embedding(model: torch.nn.Module):
-    """The model's token embedding, or None where there is no single one (dual encoders) or it embeds no
-    tokens (a vision model's patch embedding)."""
-    try:
-        embedding = model.get_input_embeddings()
-    except NotImplementedError:
-        return None
-    return embedding if isinstance(embedding, torch.nn.Embedding) else None
 
 
 def resized(subject, new_size: int, pad_to_multiple_of: int | None):
@@ -40,9 +30,16 @@ def resized(subject, new_size: int, pad_to_multiple_of: int | None):
     return subject.with_model(model.eval())
 
 
-def _old_columns(outputs: dict, old_vocab: int, new_vocab: int) -> dict:
-    """Vocabulary-sized outputs (last axis grew from `old_vocab` to `new_vocab`) cut to the old columns."""
-    return {name: t[..., :old_vocab] if t.shape[-1] == new_vocab != old_vocab else t for name, t in outputs.items()}
+def _old_columns(outputs: dict, reference: dict) -> dict:
+    """Vocabulary-sized outputs (only their last axis grew) cut to the reference's columns.
+
+    The head may have had fewer rows than the input embedding (Mllama embeds its image tokens
+    past the vocabulary that its head scores), so the reference's own width is the old one."""
+    def cut(name, t):
+        old = reference.get(name)
+        grew = old is not None and t.ndim == old.ndim and t.shape[:-1] == old.shape[:-1] and t.shape[-1] > old.shape[-1]
+        return t[..., :old.shape[-1]] if grew else t
+    return {name: cut(name, t) for name, t in outputs.items()}
 
 
 def check_resize(subject, inputs, new_size: int, pad_to_multiple_of: int | None = None) -> None:
@@ -63,7 +60,7 @@ def check_resize(subject, inputs, new_size: int, pad_to_multiple_of: int | None 
         assert new_head.weight.shape[0] == new_vocab, (
             f"[{subject.name}] {prop}: output embedding has {new_head.weight.shape[0]} rows, input embedding {new_vocab}"
         )
-        assert_outputs_close({"output embedding rows": new_head.weight[:old_vocab]},
+        assert_outputs_close({"output embedding rows": new_head.weight[:old_head.shape[0]]},
                              {"output embedding rows": old_head}, EXACT,
                              model=subject.name, prop=f"{prop}: old head rows kept")
     if subject.spec.has("tied_embeddings"):
@@ -71,7 +68,7 @@ def check_resize(subject, inputs, new_size: int, pad_to_multiple_of: int | None 
             f"[{subject.name}] {prop}: the output head is no longer tied to the input embedding"
         )
     reference = subject.forward(inputs, hidden_states=True)
-    outputs = _old_columns(grown.forward(inputs, hidden_states=True), old_vocab, new_vocab)
+    outputs = _old_columns(grown.forward(inputs, hidden_states=True), reference)
     assert_outputs_close(outputs, reference, tolerance(subject.dtype, "reordered", subject.device.type),
                          model=subject.name, prop=f"{prop}: outputs on old ids",
                          masks=subject.real_token_masks(reference, inputs))

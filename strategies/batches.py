@@ -295,22 +295,13 @@ def bad_input_kinds(spec) -> tuple[str, ...]:
 
 @st.composite
 def empty_batches(draw, spec):
-    """Every input the spec's model needs, with zero rows (drawn as shapes: there are no values to draw)."""
-    inputs = {}
-    if spec.has("text"):
-        length = draw(st.integers(1, spec.max_length), label="length")
-        inputs["input_ids"] = np.zeros((0, length), dtype=np.int64)
-        inputs["attention_mask"] = np.zeros((0, length), dtype=np.int64)
-    if spec.has("vision"):
-        inputs["pixel_values"] = np.zeros((0, spec.num_channels, spec.image_size, spec.image_size), np.float32)
-    if spec.has("audio"):
-        inputs["input_features"] = np.zeros((0, spec.num_mel_bins, spec.num_frames), np.float32)
-    if spec.has("waveform"):
-        inputs["input_values"] = np.zeros((0, spec.min_samples), np.float32)
-    if spec.has("encoder_decoder"):
-        length = draw(st.integers(1, spec.decoder_max_length), label="decoder length")
-        inputs["decoder_input_ids"] = np.zeros((0, length), dtype=np.int64)
-    return inputs
+    """Every input the spec's model needs, with zero rows: a valid input cut to none of its rows.
+
+    Cut from a valid input, not built from the spec's sizes, so that what the forward needs beyond
+    the main inputs (an image grid beside pre-patched pixels, decoder inputs, bbox) is there too,
+    empty: only the batch size is wrong."""
+    valid = draw(model_inputs(spec, batch_sizes=(1, 1)), label="valid inputs")
+    return {name: array[:0] if array.ndim else array for name, array in valid.items()}
 
 
 @dataclass(frozen=True)
@@ -336,7 +327,8 @@ def bad_inputs(draw, spec, kinds: tuple[str, ...] | None = None):
     batch, length = ids.shape
     if kind == "id outside the vocab":
         row, col = draw(st.sampled_from([tuple(int(i) for i in p) for p in np.argwhere(mask == 1)]), label="where")
-        above = st.integers(spec.vocab_size, spec.vocab_size + 1000)
+        rows = max(spec.vocab_size, spec.extra.get("embedding_rows", 0))  # the first id without an embedding
+        above = st.integers(rows, rows + 1000)
         ids[row, col] = draw(above | st.integers(-1000, -1), label="bad id")
         inputs["input_ids"] = ids
     elif kind == "too long":

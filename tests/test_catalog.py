@@ -131,6 +131,24 @@ def test_hybrid_layer_schedule_keeps_each_kind():
     assert catalog._cut_per_layer([4, 4, 8]) == [4, 4]  # numbers per layer are sizes, not kinds: cut only
 
 
+def _special_ids(config, prefix=""):
+    ids = {prefix + k: v for k, v in config.__dict__.items() if catalog._id_values(k, v)}
+    for key, sub in catalog._sub_configs(config):
+        ids.update(_special_ids(sub, f"{prefix}{key}."))
+    return ids
+
+
+@pytest.mark.parametrize("model_type", ["hy_v4_vl", "lfm3_vl", "mllama"])
+def test_special_ids_of_sub_configs_stay_distinct(model_type):
+    """The image token of a multimodal config and the pad id of its text config are remapped
+    together: they stay inside the tiny vocab and never become the same id."""
+    default, tiny = _special_ids(catalog.default_config(model_type)), _special_ids(catalog.tiny_config(model_type))
+    for a in tiny:
+        for b in tiny:
+            if a < b and catalog._is_int(tiny[a]) and catalog._is_int(tiny[b]):
+                assert (tiny[a] == tiny[b]) == (default[a] == default[b]), (a, b, tiny)
+
+
 def test_gqa_keeps_grouping():
     assert catalog.tiny_config("mistral").num_key_value_heads == 2  # 8 of 32 in the default: grouped
     assert catalog.tiny_config("llama").num_key_value_heads == 4  # equal to heads by default: not grouped

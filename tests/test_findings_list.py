@@ -24,12 +24,18 @@ def property_tests() -> set[str]:
 
 @cache
 def component_names() -> set[str]:
-    """Every class a transformers or torch source defines, the transformers functions, tokenizers' parts."""
+    """Every class a transformers or torch source defines, its methods, the transformers functions, tokenizers' parts."""
     names = set()
     for package in (Path(transformers.__file__).parent, Path(__import__("torch").nn.__file__).parent):
         for path in package.rglob("*.py"):
             text = path.read_text(errors="ignore")
             names |= set(re.findall(r"^class (\w+)\b", text, re.M))
+            owner = None
+            for line in text.splitlines():  # Class.method of each method a class defines
+                if match := re.match(r"class (\w+)\b", line):
+                    owner = match.group(1)
+                elif owner and (match := re.match(r"    def (\w+)\(", line)):
+                    names.add(f"{owner}.{match.group(1)}")
             if package.name == "transformers":
                 module = "transformers." + ".".join(path.relative_to(package).with_suffix("").parts)
                 names |= {f"{module}.{f}" for f in re.findall(r"^def (\w+)\(", text, re.M)}
@@ -66,3 +72,56 @@ def test_versions_are_specifiers():
     for finding in load_findings():
         if finding.versions:
             SpecifierSet(finding.versions)
+
+
+# -- a recorded finding is not shrunk again; a new failure of the same test is ------------------
+pytest_plugins = ["pytester"]
+
+RECORDED_CONFTEST = '''
+import pytest
+from properties.findings import Finding, _ITEM_FINDINGS
+
+pytest_plugins = ["properties.findings"]
+FINDING = Finding(component="X", property="test_*", reason="upstream", input="n=10", match="recorded")
+
+def pytest_collection_modifyitems(items):
+    for item in items[:2]:  # as mark_findings marks the tests a finding describes
+        item.stash[_ITEM_FINDINGS] = [FINDING]
+        item.add_marker(pytest.mark.xfail(reason=FINDING.reason, strict=True))
+'''
+
+RECORDED_TESTS = '''
+from hypothesis import given, settings, strategies as st
+
+CALLS = []
+
+@settings(max_examples=50, derandomize=True, database=None)
+@given(st.integers(0, 10**6))
+def test_recorded(n):
+    CALLS.append(n)
+    assert n < 10, "recorded"
+
+@settings(max_examples=50, derandomize=True, database=None)
+@given(st.integers(0, 10**6))
+def test_new(n):
+    assert n < 10, "new"
+
+def test_calls():  # runs last: the recorded failure ran its examples and did not shrink them
+    assert len(CALLS) <= 3, CALLS
+'''
+
+
+def test_recorded_finding_not_shrunk_new_failure_shrunk(pytester, monkeypatch):
+    import sys
+
+    from properties import findings
+
+    monkeypatch.setattr(findings, "_MET", {})  # the inner run's findings are not this run's
+    pytester.syspathinsert(str(ROOT))
+    pytester.makeconftest(RECORDED_CONFTEST)
+    pytester.makepyfile(test_inner=RECORDED_TESTS)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:randomly", "-rA")
+    result.assert_outcomes(xfailed=1, failed=1, passed=1)
+    out = result.stdout.str()
+    assert "NOT the recorded finding" in out and "n=10," in out, out  # the new failure, shrunk to 10
+    sys.modules.pop("test_inner", None)

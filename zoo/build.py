@@ -208,6 +208,9 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
                             ("decoder", ("decoder_layers", "num_decoder_layers", "num_layers", "num_hidden_layers"))):
             extra[f"{side}_layers"] = (_first(_side_config(config, side), *names, default=None)
                                        or _first(text_config, *names, default=None) or layers)
+    rows = getattr(input_embedding(model), "num_embeddings", 0)
+    if vocab and rows > vocab:  # ids past the vocab that still have an embedding (Mllama's image tokens)
+        extra["embedding_rows"] = rows
     facts = contract_facts(model, hidden_size=hidden, num_layers=layers)
     extra["contract"] = facts
     extra["forward_args"] = tuple(inspect.signature(model.forward).parameters)
@@ -252,6 +255,16 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
         pipeline_task=pipeline_task,
         extra=extra,
     )
+
+
+def input_embedding(model: torch.nn.Module):
+    """The model's token embedding, or None where there is no single one (dual encoders) or it embeds no
+    tokens (a vision model's patch embedding)."""
+    try:
+        embedding = model.get_input_embeddings()
+    except NotImplementedError:
+        return None
+    return embedding if isinstance(embedding, torch.nn.Embedding) else None
 
 
 def build_zoo_model(name: str) -> torch.nn.Module:

@@ -337,26 +337,50 @@ def _layer_count(d: dict) -> int | None:
     return None
 
 
-def _remap_ids(kwargs: dict, current: dict, vocab: int) -> None:
+def _id_values(key: str, value) -> list[int]:
+    """The special ids a config entry holds (one, or a list of them)."""
+    if not key.endswith(ID_SUFFIXES) or key.startswith("num_"):
+        return []
+    if _is_int(value):
+        return [value]
+    if isinstance(value, (list, tuple)) and value and all(_is_int(v) for v in value):
+        return list(value)
+    return []
+
+
+class IdMap:
+    """One remapping of out-of-vocab special ids for a config and all its sub-configs.
+
+    A multimodal config keeps its image token id at the top and its pad id in `text_config`;
+    remapped level by level both became 98, so every pad token counted as an image placeholder.
+    Shared over the tree, distinct ids stay distinct and equal ids stay equal.
+    """
+
+    def __init__(self, config):
+        self.used: set[int] = set()
+        self.mapping: dict[int, int] = {}
+        stack = [config]
+        while stack:
+            level = stack.pop()
+            for key, value in level.__dict__.items():
+                self.used.update(_id_values(key, value))
+            stack.extend(sub for _, sub in _sub_configs(level))
+
+    def fix(self, v: int, vocab: int) -> int:
+        if v < vocab:
+            return v
+        if v not in self.mapping:
+            taken = self.used | set(self.mapping.values())
+            self.mapping[v] = next(i for i in range(vocab - 1, 2, -1) if i not in taken)
+        return self.mapping[v]
+
+
+def _remap_ids(kwargs: dict, current: dict, vocab: int, ids: IdMap) -> None:
     """Special ids at or above the tiny vocab move to distinct small ids counted down from vocab-1."""
-    used = {v for k, v in current.items() if k.endswith(ID_SUFFIXES) and _is_int(v) and 0 <= v < vocab}
-    free = (i for i in range(vocab - 1, 2, -1) if i not in used)
-    mapping: dict[int, int] = {}
-
-    def fix(v):
-        if _is_int(v) and v >= vocab:
-            if v not in mapping:
-                mapping[v] = next(free)
-            return mapping[v]
-        return v
-
     for key, value in current.items():
-        if not key.endswith(ID_SUFFIXES) or key.startswith("num_"):
-            continue
-        if _is_int(value) and value >= vocab:
-            kwargs[key] = fix(value)
-        elif isinstance(value, (list, tuple)) and value and all(_is_int(v) for v in value) and max(value) >= vocab:
-            kwargs[key] = type(value)(fix(v) for v in value)
+        values = _id_values(key, value)
+        if values and max(values) >= vocab:
+            kwargs[key] = ids.fix(value, vocab) if _is_int(value) else type(value)(ids.fix(v, vocab) for v in values)
 
 
 def _rope(value, head_dim: int):
@@ -380,8 +404,9 @@ def _rope(value, head_dim: int):
     return out if out != value else value
 
 
-def shrink_kwargs(config, overrides: dict | None = None) -> dict:
+def shrink_kwargs(config, overrides: dict | None = None, ids: IdMap | None = None) -> dict:
     """Config kwargs that make `config` (a default config instance) tiny by the generic rules."""
+    ids = ids or IdMap(config)
     cls = type(config)
     declared = _declared_defaults(cls)
     current = dict(config.__dict__)
@@ -407,7 +432,7 @@ def shrink_kwargs(config, overrides: dict | None = None) -> dict:
                 kwargs[key] = MOE_FFN
     merged = {**current, **kwargs}
     vocab = merged.get("vocab_size") if _is_int(merged.get("vocab_size")) else VOCAB
-    _remap_ids(kwargs, merged, vocab)
+    _remap_ids(kwargs, merged, vocab, ids)
     heads = merged.get("num_attention_heads") if _is_int(merged.get("num_attention_heads")) else None
     hidden = next((merged[k] for k in ("hidden_size", "d_model", "n_embd", "embed_dim", "dim") if _is_int(merged.get(k))), None)
     if heads and hidden:
@@ -434,13 +459,13 @@ def shrink_kwargs(config, overrides: dict | None = None) -> dict:
         kwargs["rope_parameters"] = _rope(rope, kwargs.get("head_dim", hidden // heads))
     for key, sub in _sub_configs(config):
         nested = (overrides or {}).get(key)
-        kwargs[key] = shrink_config(sub, nested if isinstance(nested, dict) else None)
+        kwargs[key] = shrink_config(sub, nested if isinstance(nested, dict) else None, ids)
     return kwargs
 
 
-def shrink_config(config, overrides: dict | None = None):
+def shrink_config(config, overrides: dict | None = None, ids: IdMap | None = None):
     """A tiny copy of `config` (sub-configs shrunk by the same rules), `overrides` applied last."""
-    kwargs = shrink_kwargs(config, overrides)
+    kwargs = shrink_kwargs(config, overrides, ids)
     subs = dict(_sub_configs(config))
     for key, value in (overrides or {}).items():
         if not (isinstance(value, dict) and key in subs):  # sub-config edits were applied inside
