@@ -23,7 +23,8 @@ from hypothesis import given, strategies as st
 from devices.tolerance import assert_outputs_close, tolerance
 from zoo.compat import recurrent_layers
 from properties.artifacts import compared, pair, per_row, record, side
-from strategies.batches import composed_batches, padding_amounts, padding_special_ids, reordered_batches
+from strategies.batches import (composed_batches, media_placeholder_ids, padding_amounts, padding_special_ids,
+                                reordered_batches, special_ids, takes_attention_mask)
 
 INVARIANCE = "batch invariance"
 ORDER = "batch order"
@@ -145,10 +146,21 @@ def call_text(source: str, start: int) -> str:
     return source[start:i]
 
 
-def _probe_inputs(subject, batch, last_id: int) -> dict:
-    """Row 0's non-token inputs with a fixed 4-token text ending in `last_id`."""
+def _probe_inputs(subject, batch, variant: int) -> dict:
+    """Item 0 whole (its images and their placeholder runs too), its last ordinary token (neither special
+    nor a media placeholder, after the first) set to one of two ordinary ids; an item without such a
+    token gives a fixed 4-token text ending in one of them, beside row 0's other inputs."""
+    spec = subject.spec
+    reserved = set(special_ids(spec)) | media_placeholder_ids(spec)
+    ordinary = [i for i in range(1, spec.vocab_size) if i not in reserved][:2]
+    item = {key: value.copy() for key, value in batch.items[0].items()}
+    ids = item["input_ids"]
+    changeable = [p for p in range(1, ids.shape[1]) if int(ids[0, p]) not in reserved]
+    if changeable:
+        ids[0, changeable[-1]] = ordinary[variant]
+        return item
     inputs = {key: value[:1] for key, value in batch.inputs.items()}
-    inputs["input_ids"] = np.array([[1, 2, 3, last_id]]) % subject.spec.vocab_size
+    inputs["input_ids"] = np.array([[ordinary[0], ordinary[0], ordinary[0], ordinary[variant]]])
     inputs["attention_mask"] = np.ones((1, 4), dtype=np.int64)
     return inputs
 
@@ -164,8 +176,8 @@ def attends_causally(subject, batch) -> bool:
     tokens by expert for its matmuls (grouped_mm), so another last token regroups them and moves the
     first token's outputs in the last bit; attending to that token moves them by orders more."""
     if subject.model not in _CAUSAL:
-        outputs = [subject.forward(_probe_inputs(subject, batch, last), hidden_states=True) for last in (4, 5)]
-        masks = subject.real_token_masks(outputs[0], _probe_inputs(subject, batch, 4))
+        outputs = [subject.forward(_probe_inputs(subject, batch, variant), hidden_states=True) for variant in (0, 1)]
+        masks = subject.real_token_masks(outputs[0], _probe_inputs(subject, batch, 0))
         tol = tolerance(subject.dtype, "reordered")
 
         def same(a, b) -> bool:
@@ -216,9 +228,15 @@ def test_batch_order(subject, data):
     check_batch_order(subject, (batch, order))
 
 
+def _skip_without_mask(subject) -> None:
+    if not takes_attention_mask(subject.spec):
+        pytest.skip(f"{type(subject.model).__name__}.forward takes no attention_mask: nothing marks positions as padding")
+
+
 @pytest.mark.needs("text")
 @given(data=st.data())
 def test_padding_amount(subject, data):
+    _skip_without_mask(subject)
     tight, padded = data.draw(padding_amounts(subject.spec), label="tight and padded")
     record(subject, tight.inputs, prop=PADDING, other_inputs=padded.inputs, replay=lambda: compared(*per_row(
         len(tight), lambda r: pair(side(inputs="other_inputs", row=r), side(row=r), what=f"item {r}"))))
@@ -228,6 +246,7 @@ def test_padding_amount(subject, data):
 @pytest.mark.needs("text")
 @given(data=st.data())
 def test_padding_holding_special_ids(subject, data):
+    _skip_without_mask(subject)
     if not padding_special_ids(subject.spec):
         pytest.skip("the model has no special ids padding may hold (no pad, bos or eos id in its vocab)")
     tight, padded = data.draw(padding_amounts(subject.spec, special_fillers=True), label="tight and padded")

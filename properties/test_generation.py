@@ -9,6 +9,8 @@ longer `generate`. Causal and encoder-decoder models (capability `cache`).
 
 from __future__ import annotations
 
+import contextlib
+
 import inspect
 from dataclasses import replace
 
@@ -180,6 +182,21 @@ def _skip_stateful(subject) -> None:
         pytest.skip(f"{type(subject.model).__name__} is stateful: transformers does not run assisted decoding on it")
 
 
+# 5.25.0's own refusal for caches it cannot roll back (xLSTM, DeepSeek-V4's compressed attention):
+# a clear error naming the limit, raised before any token is verified.
+UNCROPPABLE = "Assisted decoding requires a cache that can be cropped"
+
+
+@contextlib.contextmanager
+def _uncroppable_cache_skipped(subject):
+    try:
+        yield
+    except (ValueError, RuntimeError) as error:
+        if UNCROPPABLE not in str(error):
+            raise
+        pytest.skip(f"{type(subject.model).__name__}: transformers refuses assisted decoding: {str(error).splitlines()[0]}")
+
+
 @FEWER
 @given(data=st.data())
 def test_assisted_decoding_matches_greedy(subject, data):
@@ -187,7 +204,8 @@ def test_assisted_decoding_matches_greedy(subject, data):
     inputs, new_tokens = data.draw(prompts(subject.spec, batch_sizes=(1, 1)), label="prompt")  # assisted: batch 1
     record(subject, inputs, prop=ASSISTED, max_new_tokens=new_tokens, tolerance=str(tolerance(subject.dtype, "reordered")),
            replay=lambda: _versus_greedy(subject, new_tokens, "own assistant vs greedy", assistant_model="self"))
-    check_assisted(subject, inputs, new_tokens)
+    with _uncroppable_cache_skipped(subject):
+        check_assisted(subject, inputs, new_tokens)
 
 
 @FEWER
@@ -197,7 +215,8 @@ def test_prompt_lookup_matches_greedy(subject, data):
     inputs, new_tokens = data.draw(prompts(subject.spec, batch_sizes=(1, 1)), label="prompt")  # batch 1 only
     record(subject, inputs, prop=LOOKUP, max_new_tokens=new_tokens, tolerance=str(tolerance(subject.dtype, "reordered")),
            replay=lambda: _versus_greedy(subject, new_tokens, "prompt lookup vs greedy", prompt_lookup_num_tokens=2))
-    check_prompt_lookup(subject, inputs, new_tokens)
+    with _uncroppable_cache_skipped(subject):
+        check_prompt_lookup(subject, inputs, new_tokens)
 
 
 @FEWER

@@ -177,11 +177,17 @@ def compose(spec, items, *, padding_side: str | None = None, extra_padding: int 
     return Composed(inputs, tuple(items), side, spans)
 
 
+def takes_attention_mask(spec) -> bool:
+    """Whether the model's forward takes an attention mask (xLSTM's does not: padding is text to it)."""
+    return "attention_mask" in spec.extra.get("forward_args", ("attention_mask",))
+
+
 @st.composite
 def items(draw, spec, count: int, *, max_length: int | None = None):
     """`count` single items for the spec (each a batch of one, no padding), sharing one decoder length.
 
-    Text lengths run 1..`max_length` (the spec's maximum by default) independently per item.
+    Text lengths run 1..`max_length` (the spec's maximum by default) independently per item, or are
+    cut to the shortest where the forward takes no attention mask.
     """
     drawn = [{} for _ in range(count)]
     if spec.has("text"):
@@ -194,6 +200,10 @@ def items(draw, spec, count: int, *, max_length: int | None = None):
                 label=f"item {i} text",
             )
             item["input_ids"], item["attention_mask"] = one["input_ids"], one["attention_mask"]
+        if not takes_attention_mask(spec):  # nothing could tell it padding from text: one length for all
+            shortest = min(item["input_ids"].shape[1] for item in drawn)
+            for item in drawn:
+                item["input_ids"], item["attention_mask"] = item["input_ids"][:, :shortest], item["attention_mask"][:, :shortest]
     elif spec.has("waveform"):
         for i, item in enumerate(drawn):
             item.update(draw(_waveforms(spec, 1), label=f"item {i} waveform"))
@@ -214,10 +224,16 @@ def special_ids(spec) -> list[int]:
                   if i is not None)
 
 
+def media_placeholder_ids(spec) -> set[int]:
+    """The ids that stand for media features in input_ids (image/audio tokens): the model counts them
+    to place its features, so they are never padding, and a call that takes features takes all of them."""
+    return {i for i in (*spec.extra.get("reserved_ids", ()), spec.extra.get("image_token_id")) if i is not None}
+
+
 def padding_special_ids(spec) -> list[int]:
-    """The special ids padding may hold: all but media placeholders (image/audio token ids), which the
-    model counts in input_ids to place its features, so padding holding one is a malformed input."""
-    placeholders = set(spec.extra.get("reserved_ids", ())) | {spec.extra.get("image_token_id")}
+    """The special ids padding may hold: all but media placeholders, so padding holding one is not a
+    malformed input."""
+    placeholders = media_placeholder_ids(spec)
     return [i for i in special_ids(spec) if i not in placeholders]
 
 

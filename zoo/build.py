@@ -88,12 +88,23 @@ DEFAULT_MAX_SAMPLES = 16000  # one second at 16 kHz: the longest waveform drawn 
 FREE_LENGTH_FRAMES = 64  # spectrogram frames for audio encoders of any input length (no max_source_positions)
 
 
-def _main_input_capabilities(main_input: str, config) -> set[str]:
+def _main_input_capabilities(main_input: str, config, forward_args) -> set[str]:
     caps = {"input_ids": {"text"}, "pixel_values": {"vision"}, "input_features": {"audio"},
             "input_values": {"waveform"}}.get(main_input, set())
     if getattr(config, "vision_config", None) is not None and getattr(config, "text_config", None) is not None:
-        caps |= {"text", "vision"}
+        # a dual-encoder config's image classifier (SigLIP, MetaCLIP 2) keeps the text config but takes no text
+        caps |= {"text", "vision"} if "input_ids" in forward_args else {"vision"}
     return caps
+
+
+def _generate_needs_more(model) -> bool:
+    """`generate` is overridden with a required argument (Pop2Piano's input_features): the suite's
+    generic calls (prompt ids, encoder inputs by keyword) cannot drive it."""
+    generate = getattr(model, "generate", None)
+    if generate is None:
+        return False
+    return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               for p in inspect.signature(generate).parameters.values())
 
 
 def processor_capabilities(processor) -> set[str]:
@@ -156,14 +167,14 @@ def spec_for(name: str, model: torch.nn.Module, *, source: str = "zoo", seed: in
     main_input = getattr(model, "main_input_name", "input_ids")
     cls = type(model).__name__
     head = head_kind(cls)
-    caps = _main_input_capabilities(main_input, config)
+    caps = _main_input_capabilities(main_input, config, inspect.signature(model.forward).parameters)
     encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
     if encoder_decoder:
         caps.add("encoder_decoder")
     elif head == "causal_lm" and "text" in caps:
         caps.add("causal")
     # "cache" means generates with a cache: a head that `generate` drives (not BartModel, not a classifier)
-    generates = getattr(type(model), "can_generate", lambda: True)()
+    generates = getattr(type(model), "can_generate", lambda: True)() and not _generate_needs_more(model)
     if (encoder_decoder or "causal" in caps) and generates and getattr(text_config, "use_cache", False):
         caps.add("cache")
     if getattr(model, "pooler", None) is not None:

@@ -557,10 +557,10 @@ def _pad_for_classifier(config) -> None:
             cfg.pad_token_id = (eos[0] if isinstance(eos, (list, tuple)) else eos) if eos is not None else 0
 
 
-def _decoder_start_for_classifier(config) -> None:
+def _decoder_start_from_pad(config) -> None:
     """Encoder-decoder sequence classifiers are called without decoder inputs (they shift input_ids
-    right, from decoder_start_token_id); T5's default config has none, its checkpoints' configs hold
-    the pad id: give it that."""
+    right, from decoder_start_token_id), and `generate` starts the decoder from it; T5's and Switch
+    Transformers' default configs have none, their checkpoints' configs hold the pad id: give it that."""
     if config.is_encoder_decoder and getattr(config, "decoder_start_token_id", None) is None:
         config.decoder_start_token_id = config.pad_token_id
 
@@ -573,7 +573,8 @@ def _decoder_for_causal_lm(config) -> None:
 
 
 # variant -> config changes every model of that variant needs (each function says why)
-VARIANT_CONFIG = {"seq-cls": (_pad_for_classifier, _decoder_start_for_classifier),
+VARIANT_CONFIG = {"seq-cls": (_pad_for_classifier, _decoder_start_from_pad),
+                  "cond-gen": (_decoder_start_from_pad,),
                   "causal-lm": (_decoder_for_causal_lm,)}
 
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
+from strategies.signature import PER_TOKEN
 from zoo.compat import cache_kwargs, returned_cache
 from zoo.spec import ModelSpec
 from zoo.subject import Subject, to_tensors
@@ -44,6 +45,12 @@ def cached_logits(subject: Subject, inputs: Mapping[str, Any], prefix_length: in
     cache, encoder_outputs, pieces = None, None, []
     for start, stop in zip(bounds, bounds[1:]):
         step = dict(tensors, **{key: sequence[:, start:stop]})
+        for name in PER_TOKEN:  # indexed by token (token types, boxes): the call's own tokens
+            if name in step and key == "input_ids":
+                step[name] = tensors[name][:, start:stop]
+        if start > 0 and encoder_outputs is None:
+            # as `generate` does: media inputs go with the first call, which holds their placeholders
+            step = {k: v for k, v in step.items() if k in (key, "attention_mask", *PER_TOKEN)}
         extra: dict[str, Any] = {"use_cache": True, **cache_kwargs(subject.model, cache)}
         if causal_mask is not None:
             step["attention_mask"] = causal_mask[:, :stop]
