@@ -562,7 +562,11 @@ def _decoder_start_from_pad(config) -> None:
     right, from decoder_start_token_id), and `generate` starts the decoder from it; T5's and Switch
     Transformers' default configs have none, their checkpoints' configs hold the pad id: give it that."""
     if config.is_encoder_decoder and getattr(config, "decoder_start_token_id", None) is None:
-        config.decoder_start_token_id = config.pad_token_id
+        # an EncoderDecoderModel's own config holds no ids: its decoder's do
+        decoder = config.get_text_config(decoder=True)
+        config.decoder_start_token_id = next(
+            (getattr(c, k, None) for c, k in ((config, "pad_token_id"), (decoder, "pad_token_id"), (decoder, "bos_token_id"))
+             if getattr(c, k, None) is not None), None)
 
 
 def _decoder_for_causal_lm(config) -> None:
