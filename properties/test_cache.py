@@ -33,10 +33,11 @@ def decoding(draw, spec):
     steps = draw(st.integers(1, MAX_CACHED_STEPS), label="cached steps")
     inputs = draw(model_inputs(spec), label="inputs")
     tokens = inputs[decoded_key(spec)]
-    # the first call takes every media placeholder: the features come with it, as in generation
+    length = tokens.shape[1]
+    # the shortest first call holds every media placeholder: the features go with it, as in generation
     placeholders = np.flatnonzero(np.isin(tokens, list(media_placeholder_ids(spec))).any(axis=0))
     first = int(placeholders[-1]) + 1 if placeholders.size and decoded_key(spec) == "input_ids" else 1
-    return inputs, min(max(first, tokens.shape[1] - steps), tokens.shape[1] - 1) if tokens.shape[1] > first else tokens.shape[1]
+    return inputs, max(first, length - steps) if first < length else length
 
 
 def _room_for(spec, new_tokens: int):
