@@ -116,13 +116,15 @@ def _method_names(obj) -> set[str]:
             for name, value in vars(cls).items() if inspect.isfunction(value)}
 
 
-def _imported_transformers_functions(module_name: str) -> set[str]:
-    """`transformers.x.f` for each transformers function a modeling module imported (the code it calls)."""
+def _transformers_functions(module_name: str) -> set[str]:
+    """`transformers.x.f` for each transformers function a modeling module defines or imports (the code it
+    calls): `transformers.masking_utils.create_causal_mask`, or the module's own copy of a shared helper,
+    `transformers.models.gemma2.modeling_gemma2.eager_attention_forward`."""
     module = sys.modules.get(module_name)
     names = set()
     for value in vars(module).values() if module else ():
         owner = getattr(value, "__module__", "") or ""
-        if inspect.isfunction(value) and owner.startswith("transformers.") and owner != module_name:
+        if inspect.isfunction(value) and owner.startswith("transformers."):
             names.add(f"{owner}.{value.__name__}")
     return names
 
@@ -139,7 +141,7 @@ def components(subject) -> frozenset[str]:
         modules.add(type(module).__module__)
     for module_name in modules:
         if module_name.startswith("transformers.models."):
-            names |= _imported_transformers_functions(module_name)
+            names |= _transformers_functions(module_name)
     processor = subject.processor
     parts = [processor] + [getattr(processor, a, None) for a in ("tokenizer", "image_processor", "feature_extractor")]
     for part in filter(None, parts):

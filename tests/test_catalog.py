@@ -149,6 +149,13 @@ def test_special_ids_of_sub_configs_stay_distinct(model_type):
                 assert (tiny[a] == tiny[b]) == (default[a] == default[b]), (a, b, tiny)
 
 
+@pytest.mark.parametrize("model_type", ["encoder-decoder", "vision-encoder-decoder", "speech-encoder-decoder"])
+def test_composite_encoder_decoder_gets_a_decoder(model_type):
+    """As `from_encoder_decoder_configs` makes it: the decoder is causal and attends to the encoder."""
+    decoder = catalog.tiny_config(model_type).decoder
+    assert decoder.is_decoder and decoder.add_cross_attention
+
+
 def test_gqa_keeps_grouping():
     assert catalog.tiny_config("mistral").num_key_value_heads == 2  # 8 of 32 in the default: grouped
     assert catalog.tiny_config("llama").num_key_value_heads == 4  # equal to heads by default: not grouped

@@ -182,3 +182,41 @@ def test_variant_cache_is_bounded_and_builds_once():
     assert cache("bert", {}) is first and cache.builds == 1
     cache("bert", {"num_hidden_layers": 1})
     assert len(cache) == 1 and cache.builds == 2  # over budget: the least recently used went
+
+
+# -- a weight a half-precision load leaves in fp32 ------------------------------------------------------
+def _with_fp32_buffer(model_class):
+    class WithFp32Buffer(model_class):
+        """A class that creates one buffer in fp32 on purpose (like a router's bias or a rotary inv_freq)."""
+
+        def __init__(self, config):
+            super().__init__(config)
+            self.register_buffer("kept_scale", torch.linspace(0.1, 1.0, 7, dtype=torch.float32))
+
+    return WithFp32Buffer
+
+
+def _half_load(model, keep_fp32=()):
+    """`model` cast to fp16 as a half load gives it, the named tensors left in fp32."""
+    half = copy.deepcopy(model).to(torch.float16)
+    for name in keep_fp32:
+        owner, _, attr = name.rpartition(".")
+        module = half.get_submodule(owner) if owner else half
+        value = dict(model.named_parameters(), **dict(model.named_buffers()))[name].detach().clone()
+        if isinstance(getattr(module, attr), torch.nn.Parameter):
+            setattr(module, attr, torch.nn.Parameter(value))
+        else:
+            module.register_buffer(attr, value)
+    return half
+
+
+def test_weight_left_in_fp32_by_a_half_load_is_caught():
+    from properties.test_load_paths import _same_weights
+
+    subject = healthy("bert")
+    _same_weights(subject, _half_load(subject.model), subject.model, "dtype=float16", torch.float16)
+    with pytest.raises(AssertionError, match=r"embeddings.word_embeddings.weight \(torch.float32\)"):
+        _same_weights(subject, _half_load(subject.model, ["embeddings.word_embeddings.weight"]), subject.model,
+                      "dtype=float16", torch.float16)
+    declared = _with_fp32_buffer(type(subject.model))(copy.deepcopy(subject.model.config)).eval()
+    _same_weights(subject, _half_load(declared, ["kept_scale"]), declared, "dtype=float16", torch.float16)

@@ -514,9 +514,20 @@ def tiny_config(model_type: str):
     except Exception as exc:  # noqa: BLE001
         raise NotBuilt("config", reason_of(exc)) from exc
     try:
-        return shrink_config(base, row.get("config"))
+        config = shrink_config(base, row.get("config"))
     except Exception as exc:  # noqa: BLE001
         raise NotBuilt("config", reason_of(exc)) from exc
+    _compose_decoder(config)
+    return config
+
+
+def _compose_decoder(config) -> None:
+    """A composite encoder-decoder (EncoderDecoderModel, its vision and speech kin) is made by
+    `from_encoder_decoder_configs`, which turns its decoder into one: causal, with cross-attention.
+    Its default config skips that step, which leaves a bidirectional decoder that ignores the encoder."""
+    if hasattr(type(config), "from_encoder_decoder_configs") and hasattr(config, "decoder"):
+        config.decoder.is_decoder = True
+        config.decoder.add_cross_attention = True
 
 
 def _variant_class(ref_name: str):
