@@ -21,7 +21,7 @@ from devices.tolerance import EXACT, assert_outputs_close, nonfinite, tolerance
 from properties.artifacts import compared, pair, record, side
 from properties.examples import examples
 from strategies.batches import model_inputs
-from zoo.generation import NO_EOS, Generated, generate_continued, generate_output, generated
+from zoo.generation import NO_EOS, Generated, decoded_key, generate_continued, generate_output, generated
 
 pytestmark = pytest.mark.needs("cache")
 
@@ -249,12 +249,19 @@ def test_seeded_sampling_reproducible(subject, data):
     check_seeded_sampling(subject, inputs, new_tokens, seed)
 
 
+@st.composite
+def kept_logits(draw, spec):
+    """`(inputs, keep)`: model inputs and 1..length of the decoded sequence (the decoder's ids of an
+    encoder-decoder: its logits follow them, whatever else the forward takes)."""
+    inputs = draw(model_inputs(spec), label="inputs")
+    return inputs, draw(st.integers(1, inputs[decoded_key(spec)].shape[1]), label="logits to keep")
+
+
 @given(data=st.data())
 def test_logits_to_keep_keeps_last_logits(subject, data):
     if "logits_to_keep" not in inspect.signature(subject.model.forward).parameters:
         pytest.skip(f"{type(subject.model).__name__}.forward takes no logits_to_keep")
-    inputs = data.draw(model_inputs(subject.spec), label="inputs")
-    keep = data.draw(st.integers(1, inputs["input_ids"].shape[1]), label="logits to keep")
+    inputs, keep = data.draw(kept_logits(subject.spec), label="inputs and logits to keep")
     record(subject, inputs, prop=KEEP, logits_to_keep=str(keep))
     check_logits_to_keep(subject, inputs, keep)
 

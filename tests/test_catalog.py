@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from properties import test_batching as batching
+from properties import test_cache as cache
 from properties import test_finite as finite
 from properties import test_shapes as shapes
 from strategies.batches import composed_batches
 from tests.planted import expect_caught, expect_passes, on_output
-from zoo import catalog
+from tests.test_defects_cache_precision_gradients import _shift_cached_decoder_positions
+from zoo import build, catalog
 
 # One per way of being fed: plain text (GQA causal LM), a CNN without image_size, a seq-cls head,
 # bbox for a layout model, image placeholder runs for a multimodal LM.
@@ -280,3 +283,33 @@ def test_windowed_vision_map_with_the_wrong_grid_is_caught():
 def test_healthy_models_of_the_general_rules_keep_the_contract(name):
     subject = catalog.build_catalog_subject(name)
     expect_passes(shapes.check_shapes, catalog.inputs_strategy(subject.spec), subject)
+
+
+# -- an image encoder-decoder whose forward still lists input_ids (PP-FormulaNet) ----------------------
+def _config(**fields):
+    return SimpleNamespace(vision_config=object(), text_config=object(), **fields)
+
+
+def test_an_image_encoder_decoders_fallback_ids_are_no_text_input():
+    """`input_ids` beside `decoder_input_ids` in an encoder-decoder whose main input is pixels only stand in
+    for the decoder's ids (generate moves them there): the spec reads its text as the decoder's. Models whose
+    main input is ids (Florence-2) and decoder-only vision-language models keep reading text."""
+    ids_and_decoder = ("pixel_values", "input_ids", "decoder_input_ids")
+    assert build._main_input_capabilities("pixel_values", _config(is_encoder_decoder=True), ids_and_decoder) == {"vision"}
+    assert build._main_input_capabilities("input_ids", _config(is_encoder_decoder=True), ids_and_decoder) >= {"text"}
+    assert build._main_input_capabilities("pixel_values", _config(is_encoder_decoder=False),
+                                          ("pixel_values", "input_ids")) == {"text", "vision"}
+    spec = catalog.build_catalog_subject("pp_formulanet-cond-gen").spec
+    assert spec.has("vision", "encoder_decoder", "cache") and not spec.has("text")
+    assert "input_ids" not in catalog.smoke_inputs(spec) and "decoder_input_ids" in catalog.smoke_inputs(spec)
+
+
+def test_image_encoder_decoder_generation_still_catches_a_cache_defect():
+    """Fed pixels and decoder ids only, greedy generate passes on the healthy model and still fails one whose
+    learned decoder positions look one ahead on cached calls."""
+    subject = catalog.build_catalog_subject("pp_formulanet-cond-gen")
+    expect_passes(lambda s, case: cache.check_generate_cache(s, *case), cache.prompts(subject.spec), subject)
+    broken = fresh("pp_formulanet-cond-gen")
+    _shift_cached_decoder_positions(broken.model)
+    expect_caught(lambda s, case: cache.check_generate_cache(s, *case), cache.prompts(broken.spec), broken,
+                  says=("[pp_formulanet-cond-gen] cache equivalence (generate with vs without cache",))

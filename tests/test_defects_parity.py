@@ -12,6 +12,8 @@ The controls run the same searches on healthy models and find nothing.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +28,7 @@ from properties import test_embeddings as embeddings
 from properties import test_generation as generation
 from strategies.batches import compose, composed_batches, model_inputs
 from tests.planted import breakable, expect_caught, expect_passes, healthy
+from zoo import catalog
 
 DEFECT = 1e-3  # the size of shift the reordered tolerance must catch
 GENERATORS = ["gpt2", "llama", "t5", "bart", "whisper"]
@@ -315,6 +318,20 @@ def test_logits_to_keep_passes_healthy_models():
         keep = st.tuples(model_inputs(healthy(name).spec), st.integers(1, 3)).filter(
             lambda d: d[1] <= d[0]["input_ids"].shape[1])
         expect_passes(lambda s, d: generation.check_logits_to_keep(s, *d), keep, healthy(name))
+
+
+def test_logits_to_keep_follows_the_decoded_sequence_of_an_encoder_decoder():
+    """PP-FormulaNet takes pixels and decoder ids (no ids of its own): `keep` is drawn over the decoder's ids,
+    the healthy model passes, and a kept slice that drifts is still caught."""
+    name = "pp_formulanet-cond-gen"
+    subject = catalog.build_catalog_subject(name)
+    check = lambda s, d: generation.check_logits_to_keep(s, *d)  # noqa: E731
+    expect_passes(check, generation.kept_logits(subject.spec), subject)
+    broken = subject.with_model(copy.deepcopy(subject.model))
+    post_hook(broken.model, shift_logits_when(lambda kwargs: bool(kwargs.get("logits_to_keep"))))
+    failure = expect_caught(check, generation.kept_logits(broken.spec), broken,
+                            says=(f"[{name}] logits_to_keep=1 vs the last 1", "max abs diff"))
+    assert "input_ids" not in failure.example[0]
 
 
 def test_continued_generate_catches_stale_returned_cache():

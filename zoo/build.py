@@ -93,8 +93,21 @@ def _main_input_capabilities(main_input: str, config, forward_args) -> set[str]:
             "input_values": {"waveform"}}.get(main_input, set())
     if getattr(config, "vision_config", None) is not None and getattr(config, "text_config", None) is not None:
         # a dual-encoder config's image classifier (SigLIP, MetaCLIP 2) keeps the text config but takes no text
-        caps |= {"text", "vision"} if "input_ids" in forward_args else {"vision"}
+        caps |= {"text", "vision"} if _reads_text(main_input, config, forward_args) else {"vision"}
     return caps
+
+
+def _reads_text(main_input: str, config, forward_args) -> bool:
+    """The forward reads token ids of its own (beside the decoder's).
+
+    An encoder-decoder whose main input is not ids (PP-FormulaNet: an image encoder, a text decoder in
+    `text_config`) may still list `input_ids`, only as a fallback for the decoder's ids; `generate`
+    moves any `input_ids` into `decoder_input_ids` (`_prepare_decoder_input_ids_for_generation`), so a
+    drawn prompt there would be a decoder prompt the spec never sized. Its text is the decoder's.
+    """
+    if "input_ids" not in forward_args:
+        return False
+    return main_input == "input_ids" or not getattr(config, "is_encoder_decoder", False)
 
 
 def _generate_needs_more(model) -> bool:
