@@ -25,6 +25,7 @@ from zoo.compat import recurrent_layers
 from properties.artifacts import compared, pair, per_row, record, side
 from strategies.batches import (composed_batches, media_placeholder_ids, padding_amounts, padding_special_ids,
                                 reordered_batches, special_ids, takes_attention_mask)
+from strategies.signature import PER_TOKEN
 
 INVARIANCE = "batch invariance"
 ORDER = "batch order"
@@ -147,22 +148,40 @@ def call_text(source: str, start: int) -> str:
 
 
 def _probe_inputs(subject, batch, variant: int) -> dict:
-    """Item 0 whole (its images and their placeholder runs too), its last ordinary token (neither special
-    nor a media placeholder, after the first) set to one of two ordinary ids; an item without such a
-    token gives a fixed 4-token text ending in one of them, beside row 0's other inputs."""
+    """An item of the batch whole (its images and their placeholder runs too) with one token after the first
+    set to one of two ordinary ids; else a fixed 4-token text ending in one of them (`_probe_text`).
+
+    The token is the item's last ordinary one (neither special nor a media placeholder), or failing that
+    its last special one: a special id in the middle of a text is still valid input, while a placeholder
+    must stay, as the model counts placeholders against its media features. The first item that has
+    such a token serves, so the probe never depends on which batch came first (its answer is cached)."""
     spec = subject.spec
-    reserved = set(special_ids(spec)) | media_placeholder_ids(spec)
+    placeholders = media_placeholder_ids(spec)
+    reserved = set(special_ids(spec)) | placeholders
     ordinary = [i for i in range(1, spec.vocab_size) if i not in reserved][:2]
-    item = {key: value.copy() for key, value in batch.items[0].items()}
-    ids = item["input_ids"]
-    changeable = [p for p in range(1, ids.shape[1]) if int(ids[0, p]) not in reserved]
-    if changeable:
-        ids[0, changeable[-1]] = ordinary[variant]
-        return item
-    inputs = {key: value[:1] for key, value in batch.inputs.items()}
-    inputs["input_ids"] = np.array([[ordinary[0], ordinary[0], ordinary[0], ordinary[variant]]])
-    inputs["attention_mask"] = np.ones((1, 4), dtype=np.int64)
-    return inputs
+    for item in batch.items:
+        ids = item["input_ids"][0]
+        texts = [p for p in range(1, len(ids)) if int(ids[p]) not in placeholders]
+        if texts:
+            plain = [p for p in texts if int(ids[p]) not in reserved]
+            probe = {key: value.copy() for key, value in item.items()}
+            probe["input_ids"][0, (plain or texts)[-1]] = ordinary[variant]
+            return probe
+    return _probe_text(batch.items[0], [ordinary[0]] * 3 + [ordinary[variant]], bool(placeholders))
+
+
+def _probe_text(item: dict, ids: list[int], drop_media: bool) -> dict:
+    """`ids` as a text item beside `item`'s other inputs: per-token inputs (token types, boxes) zeros
+    along it; media inputs dropped where the model places them at placeholder ids (the text has none)."""
+    probe = {"input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), dtype=np.int64)}
+    for key, value in item.items():
+        if key in probe:
+            continue
+        if key in PER_TOKEN:
+            probe[key] = np.zeros((1, len(ids), *value.shape[2:]), dtype=value.dtype)
+        elif not drop_media:
+            probe[key] = value.copy()
+    return probe
 
 
 _CAUSAL: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
@@ -199,10 +218,19 @@ def mask_4d(subject, batch) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=subject.dtype).masked_fill(~allowed, torch.finfo(subject.dtype).min)
 
 
+ECHOED = "attention_mask"  # the input the 4-D mask test replaces
+
+
+def computed(outputs: dict, replaced: str) -> dict:
+    """The outputs the model computed, without one that hands back the input `replaced` (Qwen2-Audio
+    returns its attention_mask): that one differs by construction when the input does."""
+    return {name: tensor for name, tensor in outputs.items() if name.rsplit(".", 1)[-1] != replaced}
+
+
 def check_4d_mask(subject, batch) -> None:
     """A custom 4-D attention mask equivalent to the 2-D mask gives the same outputs on the real tokens."""
-    two_d = subject.forward(batch.inputs, hidden_states=True)
-    four_d = subject.forward(batch.inputs, hidden_states=True, attention_mask=mask_4d(subject, batch))
+    two_d = computed(subject.forward(batch.inputs, hidden_states=True), ECHOED)
+    four_d = computed(subject.forward(batch.inputs, hidden_states=True, attention_mask=mask_4d(subject, batch)), ECHOED)
     assert_outputs_close(
         four_d, two_d, reordered_tolerance(subject, two_d), model=subject.name,
         prop=f"{MASK_4D} ({'causal' if attends_causally(subject, batch) else 'bidirectional'} 4-D mask vs the 2-D mask, "
@@ -277,8 +305,8 @@ def no_generic_4d_masks(subject) -> str | None:
     """Why a custom 4-D mask cannot stand for the 2-D one on this model (None: it can).
 
     Models that build their masks through transformers' masking_utils take a ready 4-D mask in
-    its place; others (ALiBi, DeBERTa's own mask format) do not, and a sliding window would have to
-    be encoded in the 4-D mask too.
+    its place; others (ALiBi, DeBERTa's own mask format) do not, and a sliding or local window would
+    have to be encoded in the 4-D mask too.
     """
     import sys
 
@@ -286,8 +314,11 @@ def no_generic_4d_masks(subject) -> str | None:
     names = vars(module) if module else {}
     if not any(n in names for n in ("create_causal_mask", "create_bidirectional_mask")):
         return f"{type(subject.model).__name__} does not build its masks through masking_utils (no 4-D mask input)"
-    if getattr(subject.model.config.get_text_config(), "sliding_window", None):
-        return "sliding-window attention: an equivalent 4-D mask would have to encode the window"
+    text_config = subject.model.config.get_text_config()
+    # Mistral-style sliding windows; Longformer's local windows (whose layers take a (batch, length) mask)
+    window = next((name for name in ("sliding_window", "attention_window") if getattr(text_config, name, None)), None)
+    if window:
+        return f"local-window attention ({window}): an equivalent 4-D mask would have to encode the window"
     if recurrent_layers(subject.model):
         return ("recurrent layers (SSM / linear attention) take the padding from the 2-D mask: a 4-D mask "
                 "speaks to the attention layers only")
@@ -305,6 +336,6 @@ def test_4d_mask_matches_2d_mask(subject, data):
         pytest.skip(why_not)
     batch = data.draw(composed_batches(subject.spec), label="batch")
     record(subject, batch.inputs, prop=MASK_4D, replay=lambda: compared(pair(
-        side(mask_4d="causal" if attends_causally(subject, batch) else "bidirectional"), side(),
-        real_tokens="expected")))
+        side(mask_4d="causal" if attends_causally(subject, batch) else "bidirectional", without=[ECHOED]),
+        side(without=[ECHOED]), real_tokens="expected")))
     check_4d_mask(subject, batch)

@@ -26,7 +26,7 @@ from properties import test_chunking_offload as chunking_offload
 from properties import test_compile as compiling
 from properties import test_embeddings as embeddings
 from properties import test_generation as generation
-from strategies.batches import compose, composed_batches, model_inputs
+from strategies.batches import compose, composed_batches, media_placeholder_ids, model_inputs
 from tests.planted import breakable, expect_caught, expect_passes, healthy
 from zoo import catalog
 
@@ -172,6 +172,96 @@ def test_4d_mask_probe_reads_causality():
 def test_4d_mask_passes_healthy_models():
     for name in ["bert", "gpt2", "clip", "distilbert", "llama", "roberta"]:
         expect_passes(batching.check_4d_mask, composed_batches(healthy(name).spec), healthy(name))
+
+
+def _echo_mask(output, kwargs):
+    """Hand the attention mask back as an output, as Qwen2-Audio does."""
+    output["attention_mask"] = kwargs["attention_mask"]
+    return output
+
+
+def test_4d_mask_leaves_out_an_output_echoing_the_mask():
+    """An output that is the input mask handed back differs by construction (4-D vs 2-D): it is not
+    compared, and a 4-D mask the model ignores is still caught through the outputs it computes."""
+    echoing = breakable("bert")
+    post_hook(echoing.model, _echo_mask)
+    expect_passes(batching.check_4d_mask, composed_batches(echoing.spec), echoing)
+
+    def ignore(kwargs):
+        if kwargs.get("attention_mask") is not None and kwargs["attention_mask"].dim() == 4:
+            kwargs["attention_mask"] = torch.zeros_like(kwargs["attention_mask"])
+
+    pre_hook(echoing.model, ignore)
+    expect_caught(batching.check_4d_mask, composed_batches(echoing.spec), echoing,
+                  says=("[bert] 4-D attention mask", "max abs diff"))
+
+
+def test_local_window_attention_gets_no_generic_4d_mask():
+    """Longformer's local windows (attention_window), like a sliding window, would have to be encoded in
+    the 4-D mask (its layers take a (batch, length) mask): skipped with the reason; BERT is not."""
+    import types
+
+    import transformers
+
+    with torch.device("meta"):
+        longformer = transformers.LongformerModel(transformers.LongformerConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, attention_window=8))
+        mistral = transformers.MistralModel(transformers.MistralConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=37, sliding_window=16))
+    assert "(attention_window)" in batching.no_generic_4d_masks(types.SimpleNamespace(model=longformer))
+    assert "(sliding_window)" in batching.no_generic_4d_masks(types.SimpleNamespace(model=mistral))
+    assert batching.no_generic_4d_masks(healthy("bert")) is None
+
+
+def _registry(name):
+    from zoo.catalog import build_catalog_subject
+
+    return build_catalog_subject(name)
+
+
+def test_causal_probe_keeps_media_and_placeholders():
+    """An item whose only token after the first outside its image run is special (PaliGemma: 16 image
+    tokens, then the pad id) is probed whole, images kept: the special token is the one changed."""
+    subject = _registry("paligemma-cond-gen")
+    spec = subject.spec
+    item = {"input_ids": np.array([[98] * 16 + [spec.pad_token_id]]), "attention_mask": np.ones((1, 17), np.int64),
+            "pixel_values": np.zeros((1, 3, spec.image_size, spec.image_size), np.float32)}
+    batch = compose(spec, [item, item])
+    probes = [batching._probe_inputs(subject, batch, variant) for variant in (0, 1)]
+    assert set(probes[0]) == set(item)
+    assert (probes[0]["input_ids"] != probes[1]["input_ids"]).tolist() == [[False] * 16 + [True]]
+    assert (probes[0]["input_ids"][0, :16] == 98).all()
+    for probe in probes:
+        subject.forward(probe)  # the image tokens still match the image features
+
+
+def test_causal_probe_without_a_text_token_drops_placed_media():
+    """Items holding nothing after the first token but their image run (Qwen2.5-VL: text, vision start,
+    four image tokens, vision end) give a fixed text: media the model places at placeholder ids go (the
+    text has none), per-token inputs follow the text as zeros, and the probe still reads causality."""
+    subject = _registry("qwen2_5_vl-base")
+    item = {"input_ids": np.array([[5, 96, 98, 98, 98, 98, 95]]), "attention_mask": np.ones((1, 7), np.int64),
+            "mm_token_type_ids": np.array([[0, 0, 1, 1, 1, 1, 0]]),
+            "pixel_values": np.zeros((16, 384), np.float32), "image_grid_thw": np.array([[1, 4, 4]])}
+    assert {96, 98, 95} <= media_placeholder_ids(subject.spec)
+    batch = compose(subject.spec, [item, item])
+    probe = batching._probe_inputs(subject, batch, 0)
+    assert set(probe) == {"input_ids", "attention_mask", "mm_token_type_ids"}
+    assert probe["mm_token_type_ids"].shape == probe["input_ids"].shape == (1, 4)
+    assert not probe["mm_token_type_ids"].any()
+    assert batching.attends_causally(subject, batch)
+
+
+def test_causal_probe_keeps_media_placed_without_placeholders():
+    """GIT puts its image before the text, not at placeholder ids: a text-only fallback keeps the image."""
+    subject = _registry("git-base")
+    spec = subject.spec
+    pixels = np.zeros((1, *spec.extra["pixel_shape"]), np.float32)
+    item = {"input_ids": np.array([[0]]), "attention_mask": np.array([[1]]), "pixel_values": pixels}
+    probe = batching._probe_inputs(subject, compose(spec, [item, item]), 1)
+    assert probe["input_ids"].shape == (1, 4) and "pixel_values" in probe
+    subject.forward(probe)
 
 
 # -- generation ------------------------------------------------------------------------------------
