@@ -221,6 +221,8 @@ def write_artifact(root: Path, nodeid: str, recorded: Mapping[str, Any], error: 
         "replay": _replay_recipe(subject, inputs, details),
         "model": _model_meta(subject),
         "spec": _jsonable(dataclasses.asdict(subject.spec)),
+        # media tokens the model's stream holds beside the text, and whether first (Subject.media_stream)
+        "media_stream": list(subject.media_stream(inputs)) if "attention_mask" in inputs else [0, False],
         # the model as the suite holds it; a property that ran a converted copy says so in details / replay
         "dtype": str(subject.dtype).removeprefix("torch."),
         "device": str(subject.device),

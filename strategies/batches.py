@@ -243,12 +243,14 @@ def fillers(spec, *, special: bool = False):
     Whatever sits under the mask must not matter. Ordinary and special fillers are drawn by separate
     tests because some models read special ids outside attention (CLIP pools the hidden state at the
     first eos id in `input_ids`): that finding is recorded against the special-filler test alone
-    (properties/findings.toml) instead of failing every padding test of the model.
+    (properties/findings.toml) instead of failing every padding test of the model. Media placeholder
+    ids are neither: the model counts them, masked or not, to place its image features, so padding
+    holding one is a malformed input (LightOnOCR, PaliGemma: "Image features and image tokens do not match").
     """
-    specials = special_ids(spec)
+    reserved = set(special_ids(spec)) | media_placeholder_ids(spec)
     if special:
         return st.sampled_from(padding_special_ids(spec))
-    ordinary = st.integers(0, spec.vocab_size - 1).filter(lambda i: i not in specials)
+    ordinary = st.integers(0, spec.vocab_size - 1).filter(lambda i: i not in reserved)
     return st.none() | ordinary
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -24,6 +25,10 @@ _PAIRWISE_OUTPUTS = {"logits_per_text", "logits_per_image"}
 # Per-token outputs with no feature axis (question answering); other 2-D outputs are pooled.
 _TOKEN_OUTPUTS_2D = {"start_logits", "end_logits"}
 _DECODER_INPUTS = ("decoder_input_ids", "decoder_inputs_embeds")
+# Inputs holding media that a model may embed as tokens of its stream.
+_MEDIA_INPUTS = ("pixel_values", "input_features", "input_values", "pixel_values_videos")
+# Per model object: the media tokens its stream holds beside the text, and whether first (Subject.media_stream).
+_MEDIA_STREAM: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, bool]]" = weakref.WeakKeyDictionary()
 _BATCHED_INPUTS = ("input_ids", "attention_mask", "inputs_embeds", "pixel_values", "input_values", "input_features")
 
 
@@ -154,8 +159,16 @@ class Subject:
             return self.model(**self.model_kwargs(inputs, **kwargs))
 
     def forward(self, inputs: Mapping[str, Any], **kwargs) -> dict[str, torch.Tensor]:
-        """Run the model without gradients and return its outputs as a flat `{name: tensor}` dict."""
-        return flatten_outputs(self.raw_forward(inputs, **kwargs))
+        """Run the model without gradients and return its outputs as a flat `{name: tensor}` dict.
+
+        An output field named after a tensor argument of the call hands that argument back (Qwen2-Audio
+        returns the attention_mask it consumed, padding and all): an input, not a result of the forward,
+        so it is left out like the cache."""
+        call = self.model_kwargs(inputs, **kwargs)
+        with torch.no_grad():
+            outputs = flatten_outputs(self.model(**call))
+        echoed = {key for key, value in call.items() if isinstance(value, torch.Tensor)}
+        return {name: tensor for name, tensor in outputs.items() if name.split(".", 1)[0] not in echoed}
 
     def real_token_masks(self, outputs: Mapping[str, torch.Tensor], inputs: Mapping[str, Any]) -> dict:
         """For each output indexed by (batch, input token), a bool mask of its real (unpadded) tokens.
@@ -169,6 +182,7 @@ class Subject:
         if "input_values" in inputs:  # a sample-level mask: real frames are those of the real samples
             mask = self.frame_mask(mask)
         masks = {}
+        media = None  # (tokens, first): asked of the model only when an output is longer than the text
         for name, tensor in outputs.items():
             # everything but the encoder_* outputs of an encoder-decoder follows decoder_input_ids (unpadded);
             # without them the model shifts input_ids into its decoder (BART's sequence classifier), padding too
@@ -177,10 +191,53 @@ class Subject:
             image_side = name.startswith("vision_model_output") or name in ("image_embeds", "logits_per_image")
             # A pooled (batch, width) output can match the mask's shape by chance: only per-token outputs count.
             per_token = tensor.dim() >= 3 or name.rsplit(".", 1)[-1] in _TOKEN_OUTPUTS_2D
-            if decoder_side or image_side or not per_token or tuple(tensor.shape[:2]) != tuple(mask.shape):
+            if decoder_side or image_side or not per_token or tensor.shape[0] != mask.shape[0]:
                 continue
-            masks[name] = mask.to(tensor.device)
+            extra = tensor.shape[1] - mask.shape[1]
+            if extra > 0:  # media tokens beside the text (GIT's image): real in every row, never padding
+                media = self.media_stream(inputs) if media is None else media
+                if extra != media[0]:
+                    continue  # not the text's stream (a fixed-size image output): no padding in it
+                beside = torch.ones(mask.shape[0], extra, dtype=torch.bool)
+                masks[name] = torch.cat([beside, mask] if media[1] else [mask, beside], dim=1).to(tensor.device)
+            elif extra == 0:
+                masks[name] = mask.to(tensor.device)
         return masks
+
+    def media_stream(self, inputs: Mapping[str, Any]) -> tuple[int, bool]:
+        """`(tokens, first)`: how many media tokens the model's token stream holds beside the text of
+        these inputs (0: none, or the media fill placeholder ids in the text), and whether they come
+        before the text (GIT) or after it.
+
+        Asked of the model once per model object, on the first inputs that hold media and no placeholder
+        runs: the embedding output (`hidden_states.0`) is longer than the text by the media tokens, and
+        changing the first text token of row 0 to another id moves it at that token's stream position only. A model without hidden states is not asked: its outputs stay unmasked."""
+        media = any(key in inputs for key in _MEDIA_INPUTS) and "input_ids" in inputs
+        if not media or self.spec.extra.get("image_tokens") or not self.spec.has("hidden_states"):
+            return 0, False
+        if self.model not in _MEDIA_STREAM:
+            _MEDIA_STREAM[self.model] = self._probe_media_stream(inputs)
+        return _MEDIA_STREAM[self.model]
+
+    def _probe_media_stream(self, inputs: Mapping[str, Any]) -> tuple[int, bool]:
+        ids = np.array(inputs["input_ids"])
+        stream = self.forward(inputs, hidden_states=True).get("hidden_states.0")
+        tokens = stream.shape[1] - ids.shape[1] if stream is not None and stream.dim() >= 3 else 0
+        if tokens <= 0:
+            return 0, False
+        # the first text token to another id (not a media placeholder: the model counts those): any
+        # other id moves the embedding output there, padding or special ids included
+        placeholders = {self.spec.extra.get("image_token_id"), *self.spec.extra.get("reserved_ids", ())}
+        others = [i for i in range(self.spec.vocab_size) if i not in placeholders and i != ids[0, 0]]
+        if not others:
+            return 0, False  # nothing to change to: the stream's layout stays unknown, its outputs unmasked
+        changed = ids.copy()
+        changed[0, 0] = others[0]
+        after = self.forward({**inputs, "input_ids": changed}, hidden_states=True)["hidden_states.0"]
+        moved = torch.nonzero((stream[0] != after[0]).flatten(1).any(-1)).flatten()
+        if not len(moved):
+            return 0, False
+        return tokens, int(moved[0]) > 0  # at 0: the text comes first
 
     def frame_mask(self, sample_mask: torch.Tensor) -> torch.Tensor:
         """Which output frames of a right-padded waveform batch come from real samples only."""
@@ -208,6 +265,13 @@ class Subject:
                 tensor = tensor[:, index.to(tensor.device)]
             picked[name] = tensor
         return picked
+
+    def unsplit_outputs(self, outputs: Mapping[str, torch.Tensor], inputs: Mapping[str, Any]) -> set[str]:
+        """The outputs of a batch that are not indexed by its rows, so `row_outputs` leaves them out
+        (Pixtral-style towers pack every image of the batch into one (1, patches, hidden) sequence). A row
+        compared with another forward leaves them out on the other side too: a batch of one passes any
+        leading axis of 1 for its row."""
+        return set(outputs) - set(self.select_rows(outputs, [0], batch=input_rows(inputs)))
 
     def row_outputs(self, outputs: Mapping[str, torch.Tensor], inputs: Mapping[str, Any], row: int) -> dict:
         """Row `row` of batched outputs, per-token outputs cut to that row's real tokens.
