@@ -110,7 +110,7 @@ def side(**how: Any) -> dict:
     inputs, "items.2", "other_inputs"), `dtype=`, `device=`, `attn_implementation=`, `quantize="qint8"`,
     `threads=`, `deterministic=`, `run=` ("forward", "full_logits", "cached_logits", "greedy",
     "gradients", "train_outputs") with its `prefix_length=`/`max_new_tokens=`/`use_cache=`/`seed=`/
-    `checkpointing=`, `call=` (extra JSON forward kwargs), `mask_4d=`, `without=` (output names left out),
+    `checkpointing=`, `call=` (extra JSON forward kwargs), `mask_4d=`,
     `row=`/`row_mask=`, `rows=`."""
     return {key: _jsonable(str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else value)
             for key, value in how.items() if value is not None}

@@ -463,7 +463,6 @@ def run_side(meta: dict, tensors: dict, side: dict) -> tuple[dict, dict]:
       run          "forward" (default), "full_logits", "cached_logits" (+ prefix_length),
                    "greedy" (+ max_new_tokens, use_cache), "gradients" / "train_outputs" (+ seed, checkpointing)
       call         extra forward keyword arguments (JSON values); mask_4d: "causal" | "bidirectional"
-      without      output names (last dotted part) left out: an output that hands back an input the two sides differ in
       row          keep one batch row, per-token outputs cut to its real tokens (row_mask: another 0/1 mask)
       rows         keep these batch rows, in this order
     """
@@ -528,8 +527,6 @@ def run_side(meta: dict, tensors: dict, side: dict) -> tuple[dict, dict]:
                     model, inputs, {k: v for k, v in call.items() if k != "output_hidden_states"}, meta)))
         else:
             raise CannotRun(f"unknown side run {run!r}")
-    if side.get("without"):
-        outputs = {name: value for name, value in outputs.items() if name.rsplit(".", 1)[-1] not in side["without"]}
     if "row_mask" in side:
         mask = torch.tensor(side["row_mask"])
         outputs = row_outputs(outputs, {"attention_mask": mask}, side.get("row", 0), meta)
