@@ -12,7 +12,6 @@ once both models' weights sit in equally aligned storage, within `reordered` as 
 from __future__ import annotations
 
 import atexit
-import copy
 import shutil
 import tempfile
 import weakref
@@ -26,6 +25,7 @@ from devices.tolerance import EXACT, assert_outputs_close, nonfinite_outputs, to
 from properties.artifacts import compared, pair, record, side
 from properties.examples import examples
 from strategies.batches import model_inputs
+from zoo.fp32 import built_in_fp32
 from zoo.storage import aligned, aligned_inputs
 
 pytestmark = pytest.mark.configs
@@ -85,28 +85,6 @@ def kept_in_fp32(model, name: str) -> bool:
             for entry in (getattr(part, attr, None) or ()))
     # an entry names a module or a dotted path inside one ("mlp.gate.linear.weight", "gate.weight")
     return any(f".{module}." in f".{name}." for module in _FP32_ENTRIES[model])
-
-
-_BUILT_FP32: dict[tuple[type, torch.dtype], frozenset[str]] = {}
-
-
-def built_in_fp32(model, name: str, dtype) -> bool:
-    """Whether the class itself creates this tensor in fp32 when built under a half default dtype, as
-    `from_pretrained(dtype=...)` builds it: an explicit `dtype=torch.float32` in its code (Zaya's router
-    `balancing_biases`, an SSM's `A_log`, a rotary `inv_freq`), so the load keeps it in fp32 by design."""
-    key = (type(model), dtype)
-    if key not in _BUILT_FP32:
-        previous = torch.get_default_dtype()
-        try:
-            torch.set_default_dtype(dtype)
-            with torch.device("meta"):
-                probe = type(model)(copy.deepcopy(model.config))
-            _BUILT_FP32[key] = frozenset(n for n, t in probe.state_dict().items() if t.dtype == torch.float32)
-        except Exception:  # noqa: BLE001 - a class that cannot be built on meta keeps no such exception
-            _BUILT_FP32[key] = frozenset()
-        finally:
-            torch.set_default_dtype(previous)
-    return name in _BUILT_FP32[key]
 
 
 def _expected_dtype(model, name: str, tensor: torch.Tensor, dtype, loaded: torch.Tensor) -> torch.dtype:

@@ -159,6 +159,21 @@ def test_composite_encoder_decoder_gets_a_decoder(model_type):
     assert decoder.is_decoder and decoder.add_cross_attention
 
 
+def test_nemotron_h_mamba_mixer_is_tiny():
+    """NemotronH names its Mamba2 head count `mamba_num_heads`: it is shrunk like the other head counts, with
+    its default n_groups still dividing it."""
+    config = catalog.tiny_config("nemotron_h")
+    assert config.mamba_num_heads == 8 and config.mamba_num_heads % config.n_groups == 0
+
+
+def test_longformer_window_fits_the_position_table():
+    """Longformer pads every input to a multiple of attention_window: a window beyond the tiny position table
+    (512 of 64 by default) made every inputs_embeds call index past it."""
+    config = catalog.tiny_config("longformer")
+    assert config.attention_window == 16 < config.max_position_embeddings
+    assert catalog._shrink_value("attention_window", [512, 512], None) == [16, 16]
+
+
 def test_gqa_keeps_grouping():
     assert catalog.tiny_config("mistral").num_key_value_heads == 2  # 8 of 32 in the default: grouped
     assert catalog.tiny_config("llama").num_key_value_heads == 4  # equal to heads by default: not grouped

@@ -8,6 +8,7 @@ the shrunk input. Each control runs the same search on the healthy model and fin
 """
 
 
+import numpy as np
 import pytest
 import torch
 from transformers import AttentionInterface
@@ -156,6 +157,48 @@ def test_quantized_catches_outlier_weights():
     assert failure.example["input_ids"].shape[0] == 1  # shrunk to a batch of one
 
 
+def _with_fp32_gate(subject, explicit: bool):
+    """The subject's model with a router-like gate that upcasts its input to fp32 and multiplies it with
+    its own weight (Inkling2's router), the weight built in fp32 on purpose (`explicit`) or in the
+    default dtype (a gate that only works while the whole model is fp32)."""
+    base = type(subject.model)
+
+    class WithGate(base):
+        def __init__(self, config):
+            super().__init__(config)
+            size = config.hidden_size
+            self.gate = torch.nn.Parameter(torch.eye(size, dtype=torch.float32 if explicit else None) * 0.5)
+
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            hidden = out.last_hidden_state
+            out.last_hidden_state = hidden + (hidden.float() @ self.gate.T).to(hidden.dtype)
+            return out
+
+    model = WithGate(subject.model.config).eval()
+    model.load_state_dict(subject.model.state_dict(), strict=False)
+    return subject.with_model(model)
+
+
+def test_half_copy_keeps_what_the_class_builds_in_fp32():
+    """A half copy is cast as `from_pretrained(dtype=...)` casts it: a tensor the class builds in fp32
+    and the `_keep_in_fp32_modules(_strict)` entries of the dtype stay fp32, the rest is cast; a gate
+    that needs fp32 but is not built so still breaks the half copy."""
+    subject = _with_fp32_gate(healthy("bert"), explicit=True)
+    half = subject.converted(dtype=torch.float16)
+    assert half.model.gate.dtype == torch.float32 and half.dtype == torch.float16
+    assert half.model.embeddings.word_embeddings.weight.dtype == torch.float16
+    assert subject.converted(dtype=torch.float64).model.gate.dtype == torch.float32  # as a float64 load
+    expect_passes(float16, model_inputs(subject.spec), subject)
+    expect_passes(precision.check_float64_reference, model_inputs(subject.spec), subject)
+    subject.model._keep_in_fp32_modules_strict = {"pooler"}  # post_init gathers the class lists per instance
+    assert subject.converted(dtype=torch.bfloat16).model.pooler.dense.weight.dtype == torch.float32
+    assert subject.converted(dtype=torch.float64).model.pooler.dense.weight.dtype == torch.float64
+    broken = _with_fp32_gate(healthy("bert"), explicit=False)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        float16(broken, {"input_ids": [[1, 2]], "attention_mask": [[1, 1]]})
+
+
 @pytest.mark.parametrize("name", ["bert", "llama"])
 def test_precision_passes_healthy_models(name):
     subject = healthy(name)
@@ -184,6 +227,44 @@ def test_finite_gradients_catch_detached_layer():
                             says=("[bert] gradients: 2 trainable parameters received no gradient",
                                   "encoder.layer.0.intermediate.dense.weight"))
     assert failure.example["input_ids"].shape == (1, 1)
+
+
+def _carried_to_next_token(model):
+    """A decay that only acts from the second token on (RWKV's time_decay carries state forward): a
+    one-token input leaves it without a gradient although the model uses it."""
+
+    class CarriedDecay(type(model)):
+        def __init__(self, config):
+            super().__init__(config)
+            self.decay = torch.nn.Parameter(torch.full((config.hidden_size,), 0.5))
+
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            hidden = out.last_hidden_state
+            if hidden.shape[1] > 1:  # a one-token input never reaches the decay (as RWKV's state update)
+                carried = torch.cat([torch.zeros_like(hidden[:, :1]), hidden[:, :-1] * self.decay], dim=1)
+                out.last_hidden_state = hidden + carried
+            return out
+
+    carried = CarriedDecay(model.config)
+    carried.load_state_dict(model.state_dict(), strict=False)
+    return carried
+
+
+def test_finite_gradients_judge_a_carried_parameter_on_a_longer_input():
+    """A parameter that only acts on later tokens is judged on the input one token longer; one that never
+    gets a gradient (a detached layer) is still caught on that longer input too."""
+    subject = healthy("bert")
+    carried = subject.with_model(_carried_to_next_token(subject.model))
+    one = {"input_ids": np.array([[5]]), "attention_mask": np.array([[1]])}
+    assert grads.gradients(grads.training_copy(carried), one, seed=grads.SEED)[1]["decay"] is None
+    assert grads.one_token_longer(carried, one)["input_ids"].shape == (1, 2)
+    expect_passes(grads.check_finite_gradients, model_inputs(carried.spec), carried)
+    detached = subject.with_model(_carried_to_next_token(subject.model))  # training copies are cached per model
+    detached.model.encoder.layer[0].intermediate.register_forward_hook(lambda module, args, out: out.detach())
+    failure = expect_caught(grads.check_finite_gradients, model_inputs(detached.spec), detached,
+                            says=("encoder.layer.0.intermediate.dense.weight",))
+    assert "'decay'" not in failure.message
 
 
 def _reentrant_checkpointing(model):

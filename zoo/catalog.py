@@ -93,11 +93,17 @@ SIZE_RULES: dict[str, int] = {
                      "max_2d_position_embeddings", "max_text_positions", "context_length",
                      "model_max_length"), MAX_POSITIONS),
     **dict.fromkeys(("mamba_d_state", "state_size", "ssm_state_size", "d_state"), 16),
+    # NemotronH's Mamba2 head count (128 by default; 8 keeps its default n_groups=8 dividing it): left at 128,
+    # each item's chunked scan is 128 heads x 128 x 128 elementwise work that dwarfs the rest of the tiny model
+    "mamba_num_heads": 8,
     "max_source_positions": 50,  # audio encoders: input frames = 2 x this (see zoo/tiny.py)
     "num_mel_bins": 16,
     "image_size": IMAGE,
     "patch_size": PATCH,
     "sliding_window": 16,
+    # Longformer/LED pad every input to a multiple of the window; a window beyond the position table
+    # numbers that padding past it (inputs_embeds: IndexError on a one-token input)
+    "attention_window": 16,
     "num_query_tokens": 8,
     "num_queries": 8,
     "image_seq_length": 16,
@@ -127,6 +133,7 @@ STAGE_LIST_RULES: dict[str, object] = {
     "num_heads": lambda i, v: min(v, 2),
     "num_attention_heads": lambda i, v: min(v, 2),
     "num_attention_heads_per_stage": lambda i, v: min(v, 2),
+    "attention_window": lambda i, v: min(v, SIZE_RULES["attention_window"]),  # per layer (Longformer)
     "conv_dim": lambda i, v: min(v, HIDDEN),
     "tdnn_dim": lambda i, v: min(v, HIDDEN),
 }

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from zoo.fp32 import cast_as_loaded
 from zoo.spec import ModelSpec
 
 # Outputs that are not numerical results of the forward pass.
@@ -110,9 +111,13 @@ class Subject:
     def converted(self, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> "Subject":
         """A copy of this subject with its model cast to `dtype` and/or moved to `device`.
 
-        The session's subject is never moved or cast in place: other tests share it.
+        The session's subject is never moved or cast in place: other tests share it. A cast keeps in
+        fp32 what `from_pretrained(dtype=...)` keeps there (`zoo.fp32`), so the copy is the model a user
+        gets in that dtype.
         """
         model = copy.deepcopy(self.model).to(device=device, dtype=dtype)
+        if dtype is not None:
+            cast_as_loaded(model, self.model, dtype)
         return self.with_model(model)
 
     @property
