@@ -3,7 +3,8 @@ the component it is about, so one recorded finding applies to every checkpoint t
 
 A finding names
 - `component`: an fnmatch pattern of a class name (the model class, any of its submodules, the
-  processor and its parts, each with its base classes), of a method a model class defines
+  processor and its parts, each with its base classes), of the attention implementation its configs
+  select (`attn_implementation:eager`), of a method a model class defines
   (`Qwen2_5_VLModel.compute_3d_position_ids`), of a `tokenizers.<Part>` of a fast
   tokenizer's backend, or of a transformers function the model's modeling file calls
   (`transformers.masking_utils.create_bidirectional_mask`);
@@ -129,6 +130,14 @@ def _transformers_functions(module_name: str) -> set[str]:
     return names
 
 
+def _attention_implementations(model) -> set[str]:
+    """`attn_implementation:<name>` for each attention implementation the model's configs select
+    (`attn_implementation:eager` where eager is the default, as on the softcapping models)."""
+    configs = [model.config] + [sub for module in model.modules() if (sub := getattr(module, "config", None)) is not None]
+    return {f"attn_implementation:{impl}" for cfg in configs
+            if isinstance(impl := getattr(cfg, "_attn_implementation", None), str)}
+
+
 def components(subject) -> frozenset[str]:
     """Every component name a finding can be keyed by, for this subject (cached on it)."""
     cached = getattr(subject, "_components", None)
@@ -142,6 +151,7 @@ def components(subject) -> frozenset[str]:
     for module_name in modules:
         if module_name.startswith("transformers.models."):
             names |= _transformers_functions(module_name)
+    names |= _attention_implementations(subject.model)
     processor = subject.processor
     parts = [processor] + [getattr(processor, a, None) for a in ("tokenizer", "image_processor", "feature_extractor")]
     for part in filter(None, parts):

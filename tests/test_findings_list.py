@@ -43,7 +43,21 @@ def component_names() -> set[str]:
 
     for part in ("processors", "normalizers", "pre_tokenizers", "models", "decoders"):
         names |= {f"tokenizers.{n}" for n in dir(getattr(tokenizers, part)) if n[:1].isupper()}
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    names |= {f"attn_implementation:{n}" for n in ("eager", *ALL_ATTENTION_FUNCTIONS.keys())}
     return names
+
+
+def test_components_name_the_attention_in_use():
+    """A finding about the eager path applies where eager is what runs, not to every model that has one."""
+    from properties.findings import components
+    from tests.planted import healthy
+    from zoo.catalog import build_catalog_subject
+
+    assert "attn_implementation:sdpa" in components(healthy("bert"))
+    assert "attn_implementation:eager" not in components(healthy("bert"))
+    assert "attn_implementation:eager" in components(build_catalog_subject("gemma2-base"))  # softcapping: eager
 
 
 def test_entries_are_complete():
