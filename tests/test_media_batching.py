@@ -17,6 +17,7 @@ import copy
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
@@ -56,8 +57,9 @@ def test_media_tokens_before_the_text_are_learned_and_masked_real():
     assert mask[:, :tokens].all() and mask[:, tokens:].tolist() == [[True] * 3, [True, False, False]]
 
 
-def test_healthy_media_beside_text_model_passes_batching():
-    subject = catalog.build_catalog_subject("git-base")
+@pytest.mark.parametrize("name", ["git-base", "qwen2_audio-base"])  # media beside the text; an echoed mask
+def test_healthy_models_pass_batching(name):
+    subject = catalog.build_catalog_subject(name)
     expect_passes(batching.check_batch_invariance, composed_batches(subject.spec), subject)
     expect_passes(batching.check_padding_amount, padding_amounts(subject.spec), subject)
 
@@ -89,11 +91,12 @@ def test_packed_image_outputs_are_left_out_on_both_sides():
     expect_passes(batching.check_batch_invariance, composed_batches(subject.spec), subject)
 
 
-def test_items_mixing_beside_packed_image_outputs_is_caught():
-    subject = fresh("mistral_large4-cond-gen")
+@pytest.mark.parametrize("name", ["mistral_large4-cond-gen", "qwen2_audio-base"])  # packed image outputs; an echoed mask
+def test_items_mixing_is_caught(name):
+    subject = fresh(name)
     on_output(subject.model, lambda out, kwargs: out + MIX * out.mean(dim=0, keepdim=True))
     expect_caught(batching.check_batch_invariance, composed_batches(subject.spec), subject,
-                  says=("[mistral_large4-cond-gen] batch invariance", "max abs diff"))
+                  says=(f"[{name}] batch invariance", "max abs diff"))
 
 
 def test_output_missing_from_a_batch_is_still_caught():
@@ -127,16 +130,3 @@ def test_outputs_echoing_a_passed_argument_are_left_out():
     subject = Subject(healthy("bert").spec, _Echo())
     outputs = subject.forward({"input_ids": np.array([[1, 2]]), "attention_mask": np.array([[1, 1]])})
     assert set(outputs) == {"last_hidden_state", "labels"}  # labels was not passed: computed, kept
-
-
-def test_healthy_model_echoing_its_mask_passes_batching():
-    subject = catalog.build_catalog_subject("qwen2_audio-base")
-    expect_passes(batching.check_batch_invariance, composed_batches(subject.spec), subject)
-    expect_passes(batching.check_padding_amount, padding_amounts(subject.spec), subject)
-
-
-def test_items_mixing_in_a_model_echoing_its_mask_is_caught():
-    subject = fresh("qwen2_audio-base")
-    on_output(subject.model, lambda out, kwargs: out + MIX * out.mean(dim=0, keepdim=True))
-    expect_caught(batching.check_batch_invariance, composed_batches(subject.spec), subject,
-                  says=("[qwen2_audio-base] batch invariance", "max abs diff"))
