@@ -262,6 +262,10 @@ def assert_outputs_close(
         header = f"[{model}] {prop}: output {name!r} differs beyond {tol}"
 
         def message(detail: str, header=header, got=got, ref=ref) -> str:
-            return f"{header}\n{difference(got, ref, tol)}\n({tol.why})\n{detail}"
+            # NaN against NaN reads as an infinite difference: say which side holds non-finite values
+            sides = [f"{side} {problem}" for side, values in (("actual", got), ("expected", ref))
+                     if (problem := nonfinite(values))]
+            nonfinite_line = f"non-finite values: {'; '.join(sides)}\n" if sides else ""
+            return f"{header}\n{difference(got, ref, tol)}\n{nonfinite_line}({tol.why})\n{detail}"
 
         torch.testing.assert_close(got, ref, rtol=rtol, atol=atol, equal_nan=False, check_device=False, msg=message)

@@ -168,3 +168,13 @@ def test_scaled_atol_grows_with_the_reference_magnitude(magnitude):
     tol = Tolerance(0.0, 1e-2, "a scaled row for this test, 1e-2 x max|ref|", scale_atol=True)
     assert allowed(tol, magnitude) == pytest.approx(1e-2 * magnitude)
     assert allowed(tol, 0.5) == pytest.approx(1e-2)  # never below the unscaled atol
+
+
+def test_nan_on_both_sides_is_named_not_only_an_infinite_difference():
+    nan = torch.tensor([[float("nan"), 1.0]])
+    with pytest.raises(AssertionError, match=r"non-finite values: actual 1 of 2 non-finite \(NaN 1, Inf 0\).*; "
+                                             r"expected 1 of 2 non-finite"):
+        assert_outputs_close({"x": nan}, {"x": nan.clone()}, tolerance(torch.float32, "reordered"), model="m", prop="p")
+    with pytest.raises(AssertionError) as caught:
+        assert_outputs_close({"x": torch.ones(2)}, {"x": torch.zeros(2)}, EXACT, model="m", prop="p")
+    assert "non-finite" not in str(caught.value)
