@@ -448,6 +448,38 @@ def test_continued_generate_passes_healthy_models():
         expect_passes(continued, prompts(healthy(name).spec, most_new_tokens=2), healthy(name))
 
 
+def test_continued_generate_leaves_placed_media_in_the_cache():
+    """Gemma 3 places its image at placeholder ids: the second call passes no pixels (its uncached tokens
+    hold no placeholder), the healthy model passes, and a stale returned cache is still caught."""
+    subject = catalog.build_catalog_subject("gemma3-causal-lm")
+    draws = prompts(subject.spec, batch_sizes=(1, 1), most_new_tokens=2)
+    expect_passes(continued, draws, subject)
+    broken = subject.with_model(copy.deepcopy(subject.model))
+    original = broken.model.generate
+
+    def stale_cache(*args, **kwargs):
+        out = original(*args, **kwargs)
+        for layer in getattr(out.get("cache", out.get("past_key_values")), "layers", []):
+            layer.values.mul_(1.1)
+        return out
+
+    broken.model.generate = stale_cache
+    expect_caught(continued, draws, broken, says=("generate continued from its cache", "then 1 tokens"))
+
+
+def test_generation_refusals_skip_only_on_transformers_own_message():
+    """RWKV's beam search meets transformers' refusal (a cache it cannot reorder): the test skips with that
+    message; any other error in the same place stays an error."""
+    subject = catalog.build_catalog_subject("rwkv-causal-lm")
+    inputs = {"input_ids": np.array([[0]]), "attention_mask": np.array([[1]])}
+    with pytest.raises(pytest.skip.Exception, match="refuses beam search: .*cannot be reordered"):
+        with generation._refusal_skipped(subject, generation.UNREORDERABLE, "beam search"):
+            generation.check_beam_scores(subject, inputs, 1, beams=2)
+    with pytest.raises(ValueError, match="another problem"):
+        with generation._refusal_skipped(subject, generation.UNREORDERABLE, "beam search"):
+            raise ValueError("another problem")
+
+
 # -- embeddings ------------------------------------------------------------------------------------
 def resize_draws(spec, old: int):
     return st.tuples(model_inputs(spec), st.integers(old + 1, old + embeddings.MAX_GROWTH), st.none())

@@ -141,12 +141,36 @@ def generated(subject: Subject, out, *, cut_at_eos: bool = True) -> Generated:
 NO_EOS = dict(eos_token_id=None, forced_eos_token_id=None)
 
 
+_EXTENDED_WITH = {"attention_mask": 1, "mm_token_type_ids": 0}
+
+
+def _prompt_continued(tensors: dict[str, torch.Tensor], new_tokens: int) -> dict[str, torch.Tensor]:
+    """A causal prompt's text inputs for a `generate` call continuing from the cache, `new_tokens` longer.
+
+    Media inputs (pixel values, ...) are dropped: their placeholders are in the cached prefix, so the
+    second call's uncached tokens hold none (passing them again fails: "Image features and image
+    tokens do not match, tokens: 0"). The attention mask grows by ones, `mm_token_type_ids` by zeros
+    and other per-token inputs by their last column, as `generate` extends them between its own steps.
+    """
+    kept = {}
+    for name in ("attention_mask", *PER_TOKEN):
+        if name in tensors:
+            value = tensors[name]
+            if name in _EXTENDED_WITH:  # the mask by ones, media token types by zeros (text)
+                tail = torch.full((value.shape[0], new_tokens), _EXTENDED_WITH[name], dtype=value.dtype)
+            else:
+                tail = value[:, -1:].expand(-1, new_tokens, *value.shape[2:])
+            kept[name] = torch.cat([value, tail.to(value.device)], dim=1)
+    return kept
+
+
 def generate_continued(subject: Subject, inputs: Mapping[str, Any], *, first: int, then: int) -> Generated:
     """`first` greedy tokens, then `then` more from a second `generate` fed the returned sequences and cache.
 
-    The second call gets the first call's sequences (as the prompt of a causal model, as the
-    decoder's ids of an encoder-decoder, whose encoder inputs are passed again), the attention mask
-    extended over the new tokens and the returned cache. EOS is off in both calls (`NO_EOS`).
+    The second call gets the first call's sequences (as the prompt of a causal model, with its
+    text inputs extended over the new tokens and its media left in the cache, `_prompt_continued`;
+    as the decoder's ids of an encoder-decoder, whose encoder inputs are passed again) and the
+    returned cache. EOS is off in both calls (`NO_EOS`).
     """
     out = generate_output(subject, inputs, max_new_tokens=first, **NO_EOS)
     # the returned cache (and generate's argument) is named `cache` in recent 5.x, `past_key_values` before
@@ -155,10 +179,8 @@ def generate_continued(subject: Subject, inputs: Mapping[str, Any], *, first: in
     if subject.spec.has("encoder_decoder"):
         more = {"decoder_input_ids": out.sequences}
     else:
+        tensors = _prompt_continued(tensors, first)
         more = {"input_ids": out.sequences}
-        if "attention_mask" in tensors:
-            mask = tensors["attention_mask"]
-            more["attention_mask"] = torch.cat([mask, mask.new_ones(mask.shape[0], first)], dim=1)
     kwargs = subject.model_kwargs({**tensors, **more}, use_cache=True)
     for unused in ("return_dict", "position_ids"):
         kwargs.pop(unused, None)
