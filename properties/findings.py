@@ -133,7 +133,8 @@ def _transformers_functions(module_name: str) -> set[str]:
 def _attention_implementations(model) -> set[str]:
     """`attn_implementation:<name>` for each attention implementation the model's configs select
     (`attn_implementation:eager` where eager is the default, as on the softcapping models)."""
-    configs = [model.config] + [sub for module in model.modules() if (sub := getattr(module, "config", None)) is not None]
+    # model.modules() starts with the model itself; a planted torch model (nn.Sequential) has no config
+    configs = [sub for module in model.modules() if (sub := getattr(module, "config", None)) is not None]
     return {f"attn_implementation:{impl}" for cfg in configs
             if isinstance(impl := getattr(cfg, "_attn_implementation", None), str)}
 

@@ -305,8 +305,8 @@ def no_generic_4d_masks(subject) -> str | None:
     """Why a custom 4-D mask cannot stand for the 2-D one on this model (None: it can).
 
     Models that build their masks through transformers' masking_utils take a ready 4-D mask in
-    its place; others (ALiBi, DeBERTa's own mask format) do not, and a sliding or local window would
-    have to be encoded in the 4-D mask too.
+    its place; others (ALiBi, DeBERTa's own mask format) do not, and a sliding or local window (or an
+    attention chunk) would have to be encoded in the 4-D mask too.
     """
     import sys
 
@@ -315,8 +315,10 @@ def no_generic_4d_masks(subject) -> str | None:
     if not any(n in names for n in ("create_causal_mask", "create_bidirectional_mask")):
         return f"{type(subject.model).__name__} does not build its masks through masking_utils (no 4-D mask input)"
     text_config = subject.model.config.get_text_config()
-    # Mistral-style sliding windows; Longformer's local windows (whose layers take a (batch, length) mask)
-    window = next((name for name in ("sliding_window", "attention_window") if getattr(text_config, name, None)), None)
+    # Mistral-style sliding windows; Longformer's local windows (whose layers take a (batch, length) mask);
+    # Llama 4's chunked attention (a query sees only its own attention_chunk_size block)
+    window = next((name for name in ("sliding_window", "attention_window", "attention_chunk_size")
+                   if getattr(text_config, name, None)), None)
     if window:
         return f"local-window attention ({window}): an equivalent 4-D mask would have to encode the window"
     if recurrent_layers(subject.model):

@@ -197,8 +197,9 @@ def test_4d_mask_leaves_out_an_output_echoing_the_mask():
 
 
 def test_local_window_attention_gets_no_generic_4d_mask():
-    """Longformer's local windows (attention_window), like a sliding window, would have to be encoded in
-    the 4-D mask (its layers take a (batch, length) mask): skipped with the reason; BERT is not."""
+    """Longformer's local windows (attention_window), like a sliding window or Llama 4's attention chunks,
+    would have to be encoded in the 4-D mask (its layers take a (batch, length) mask): skipped with the
+    reason; BERT is not."""
     import types
 
     import transformers
@@ -209,8 +210,12 @@ def test_local_window_attention_gets_no_generic_4d_mask():
         mistral = transformers.MistralModel(transformers.MistralConfig(
             hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=37, sliding_window=16))
+        llama4 = transformers.Llama4TextModel(transformers.Llama4TextConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+            intermediate_size=37, intermediate_size_mlp=37, num_local_experts=2, attention_chunk_size=8))
     assert "(attention_window)" in batching.no_generic_4d_masks(types.SimpleNamespace(model=longformer))
     assert "(sliding_window)" in batching.no_generic_4d_masks(types.SimpleNamespace(model=mistral))
+    assert "(attention_chunk_size)" in batching.no_generic_4d_masks(types.SimpleNamespace(model=llama4))
     assert batching.no_generic_4d_masks(healthy("bert")) is None
 
 
