@@ -32,7 +32,16 @@ def accepts(subject, argument: str) -> bool:
 
 def embedding_module(model: torch.nn.Module, ids_key: str) -> torch.nn.Module:
     """The embedding a forward applies to `ids_key`: the decoder's for decoder ids."""
-    return model.get_decoder().get_input_embeddings() if ids_key.startswith("decoder_") else model.get_input_embeddings()
+    if not ids_key.startswith("decoder_"):
+        return model.get_input_embeddings()
+    decoder = model.get_decoder()
+    getter = getattr(decoder, "get_input_embeddings", None)
+    if getter is not None:
+        return getter()
+    # a decoder that is a bare nn.Module (FSMTDecoder): transformers' own lookup rule, applied to it
+    from transformers.modeling_utils import EmbeddingAccessMixin
+
+    return EmbeddingAccessMixin.get_input_embeddings(decoder)
 
 
 def embeddable(subject) -> list[str]:
