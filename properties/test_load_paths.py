@@ -14,7 +14,6 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
-import weakref
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from devices.tolerance import EXACT, assert_outputs_close, nonfinite_outputs, to
 from properties.artifacts import compared, pair, record, side
 from properties.examples import examples
 from strategies.batches import model_inputs
-from zoo.fp32 import built_in_fp32
+from zoo.fp32 import may_stay_fp32
 from zoo.storage import aligned, aligned_inputs
 
 pytestmark = pytest.mark.configs
@@ -71,27 +70,10 @@ def loaded(subject, how: str, kind: str = "plain", **kwargs):
     return _LOADED[key][1]
 
 
-_FP32_ENTRIES: "weakref.WeakKeyDictionary[torch.nn.Module, frozenset[str]]" = weakref.WeakKeyDictionary()
-
-
-def kept_in_fp32(model, name: str) -> bool:
-    """Whether the class (or a sub-model of it) may keep this weight in fp32 on a half load
-    (`_keep_in_fp32_modules` and `_keep_in_fp32_modules_strict`, e.g. T5's `wo`). Releases differ on
-    which half types keep them (5.24: fp16 only for the plain list; 5.0: bf16 too), so either dtype
-    is accepted there."""
-    if model not in _FP32_ENTRIES:  # a composite's sub-models (its language model) keep their own
-        _FP32_ENTRIES[model] = frozenset(
-            entry for part in model.modules() for attr in ("_keep_in_fp32_modules", "_keep_in_fp32_modules_strict")
-            for entry in (getattr(part, attr, None) or ()))
-    # an entry names a module or a dotted path inside one ("mlp.gate.linear.weight", "gate.weight")
-    return any(f".{module}." in f".{name}." for module in _FP32_ENTRIES[model])
-
-
 def _expected_dtype(model, name: str, tensor: torch.Tensor, dtype, loaded: torch.Tensor) -> torch.dtype:
     if dtype is None or not tensor.is_floating_point():
         return tensor.dtype
-    if loaded.dtype == torch.float32 and (kept_in_fp32(model, name)
-                                          or (isinstance(dtype, torch.dtype) and built_in_fp32(model, name, dtype))):
+    if loaded.dtype == torch.float32 and may_stay_fp32(model, name, dtype):
         return torch.float32
     return dtype
 

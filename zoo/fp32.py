@@ -12,6 +12,7 @@ a load casts it (`cast_as_loaded`), not by a blanket `model.to(dtype)`.
 from __future__ import annotations
 
 import copy
+import weakref
 from itertools import chain
 
 import torch
@@ -38,6 +39,32 @@ def built_in_fp32(model, name: str, dtype) -> bool:
     return name in _BUILT_FP32[key]
 
 
+_FP32_ENTRIES: "weakref.WeakKeyDictionary[torch.nn.Module, frozenset[str]]" = weakref.WeakKeyDictionary()
+
+
+def _listed_fp32(model) -> frozenset[str]:
+    """Every `_keep_in_fp32_modules` / `_keep_in_fp32_modules_strict` entry of the model and its parts
+    (a composite's sub-models, its language model, keep their own)."""
+    if model not in _FP32_ENTRIES:
+        _FP32_ENTRIES[model] = frozenset(
+            entry for part in model.modules() for attr in ("_keep_in_fp32_modules", "_keep_in_fp32_modules_strict")
+            for entry in (getattr(part, attr, None) or ()))
+    return _FP32_ENTRIES[model]
+
+
+def _names_inside(name: str, entries) -> bool:
+    # an entry names a module or a dotted path inside one ("mlp.gate.linear.weight", "e_score_correction_bias")
+    return any(f".{entry}." in f".{name}." for entry in entries)
+
+
+def may_stay_fp32(model, name: str, dtype) -> bool:
+    """Whether a half (or `"auto"`) load may leave the tensor `name` in fp32: a keep-in-fp32 entry of any
+    list (releases differ on which half types keep which list: 5.24 fp16 only for the plain one, 5.0 bf16
+    too, so either is accepted), or a tensor the class builds in fp32 itself."""
+    return _names_inside(name, _listed_fp32(model)) or (isinstance(dtype, torch.dtype)
+                                                       and built_in_fp32(model, name, dtype))
+
+
 def planned_fp32(model, dtype) -> frozenset[str]:
     """The module entries the load's dtype plan keeps in fp32 for `dtype` (the model's own rule where
     it has one, `PreTrainedModel._get_dtype_plan`; the two class lists otherwise)."""
@@ -52,11 +79,11 @@ def planned_fp32(model, dtype) -> frozenset[str]:
     return frozenset(entries)
 
 
-def loaded_in_fp32(model, name: str, dtype) -> bool:
-    """Whether `from_pretrained(dtype=dtype)` leaves the tensor `name` (a state-dict key) in fp32."""
-    # a plan entry names a module or a dotted path inside one ("mlp.gate.weight", "e_score_correction_bias")
-    return (any(f".{entry}." in f".{name}." for entry in planned_fp32(model, dtype))
-            or built_in_fp32(model, name, dtype))
+def loaded_in_fp32(model, name: str, dtype, planned: frozenset[str] | None = None) -> bool:
+    """Whether `from_pretrained(dtype=dtype)` leaves the tensor `name` (a state-dict key) in fp32
+    (`planned`: `planned_fp32(model, dtype)`, when the caller asks for many names)."""
+    planned = planned_fp32(model, dtype) if planned is None else planned
+    return _names_inside(name, planned) or built_in_fp32(model, name, dtype)
 
 
 def cast_as_loaded(model: torch.nn.Module, source: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -64,9 +91,10 @@ def cast_as_loaded(model: torch.nn.Module, source: torch.nn.Module, dtype: torch
     set back to `source`'s fp32 values, in place."""
     originals = dict(chain(source.named_parameters(), source.named_buffers()))
     state_names = set(source.state_dict())
+    planned = planned_fp32(source, dtype)  # once per copy, not once per tensor
     for name, tensor in chain(model.named_parameters(), model.named_buffers()):
         original = originals.get(name)
         if (original is not None and original.dtype == torch.float32 and tensor.dtype != torch.float32
-                and name in state_names and loaded_in_fp32(source, name, dtype)):
+                and name in state_names and loaded_in_fp32(source, name, dtype, planned)):
             tensor.data = original.detach().to(device=tensor.device, copy=True)
     return model
