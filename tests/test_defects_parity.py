@@ -126,6 +126,18 @@ def test_packed_sequences_pass_healthy_models():
         expect_passes(batching.check_packed_sequences, composed_batches(healthy(name).spec), healthy(name))
 
 
+def test_packing_carries_per_token_inputs_and_refuses_media():
+    """Token types travel with their ids into the packed row; an item's image has no span there to go to."""
+    items = ({"input_ids": np.array([[5, 6]]), "token_type_ids": np.array([[0, 1]])},
+             {"input_ids": np.array([[7]]), "token_type_ids": np.array([[1]])})
+    batch = compose(healthy("gpt2").spec, items)
+    row, segments = batching.packed(batch)
+    assert row["token_type_ids"].tolist() == [[0, 1, 1]] and row["position_ids"].tolist() == [[0, 1, 0]]
+    assert segments == [slice(0, 2), slice(2, 3)] and batching.unpackable_inputs(batch) == []
+    with_images = compose(healthy("gpt2").spec, [dict(item, pixel_values=np.zeros((1, 3, 4, 4))) for item in items])
+    assert batching.unpackable_inputs(with_images) == ["pixel_values"]
+
+
 def test_a_mask_built_without_position_ids_is_named_in_the_failure():
     """BioGPT's modeling file calls create_causal_mask without position_ids: the failure says so (that
     sentence is what the findings list matches); the zoo's llama passes them and is not named."""
