@@ -220,3 +220,15 @@ def test_weight_left_in_fp32_by_a_half_load_is_caught():
                       "dtype=float16", torch.float16)
     declared = _with_fp32_buffer(type(subject.model))(copy.deepcopy(subject.model.config)).eval()
     _same_weights(subject, _half_load(declared, ["kept_scale"]), declared, "dtype=float16", torch.float16)
+
+
+def test_a_checkpoint_config_saved_in_fp32_is_not_a_class_building_fp32():
+    """A loaded checkpoint's config says `dtype: float32`; a half load overrides it, so no tensor of a plain
+    BERT counts as built in fp32 (only an explicit `dtype=torch.float32` in the class's code does)."""
+    from zoo.fp32 import built_in_fp32
+
+    model = copy.deepcopy(healthy("bert").model)
+    model.config.dtype = torch.float32
+    assert not [name for name in model.state_dict() if built_in_fp32(model, name, torch.float16)]
+    declared = _with_fp32_buffer(type(model))(copy.deepcopy(model.config))
+    assert built_in_fp32(declared, "kept_scale", torch.float16)

@@ -30,7 +30,7 @@ def built_in_fp32(model, name: str, dtype) -> bool:
         try:
             torch.set_default_dtype(dtype)
             with torch.device("meta"):
-                probe = type(model)(copy.deepcopy(model.config))
+                probe = type(model)(_config_in(model.config, dtype))
             _BUILT_FP32[key] = frozenset(n for n, t in probe.state_dict().items() if t.dtype == torch.float32)
         except Exception:  # noqa: BLE001 - a class that cannot be built on meta keeps no such exception
             _BUILT_FP32[key] = frozenset()
@@ -63,6 +63,20 @@ def may_stay_fp32(model, name: str, dtype) -> bool:
     too, so either is accepted), or a tensor the class builds in fp32 itself."""
     return _names_inside(name, _listed_fp32(model)) or (isinstance(dtype, torch.dtype)
                                                        and built_in_fp32(model, name, dtype))
+
+
+def _config_in(config, dtype):
+    """A copy of `config` (and its sub-configs) that asks for `dtype`: a loaded checkpoint's config
+    carries the dtype it was saved in (`"dtype": "float32"`), which the constructor would honour,
+    while `from_pretrained(dtype=...)` overrides it."""
+    config = copy.deepcopy(config)
+    pending = [config]
+    while pending:
+        cfg = pending.pop()
+        if getattr(cfg, "dtype", None) is not None:
+            cfg.dtype = dtype
+        pending += [value for value in vars(cfg).values() if hasattr(value, "to_dict") and hasattr(value, "dtype")]
+    return config
 
 
 def planned_fp32(model, dtype) -> frozenset[str]:
