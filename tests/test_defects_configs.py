@@ -222,13 +222,17 @@ def test_weight_left_in_fp32_by_a_half_load_is_caught():
     _same_weights(subject, _half_load(declared, ["kept_scale"]), declared, "dtype=float16", torch.float16)
 
 
-def test_a_checkpoint_config_saved_in_fp32_is_not_a_class_building_fp32():
+def test_a_checkpoint_config_saved_in_fp32_is_not_a_class_building_fp32(tmp_path):
     """A loaded checkpoint's config says `dtype: float32`; a half load overrides it, so no tensor of a plain
-    BERT counts as built in fp32 (only an explicit `dtype=torch.float32` in the class's code does)."""
+    model counts as built in fp32 (only an explicit `dtype=torch.float32` in the class's code does).
+    A Llama sequence classifier built under a half default dtype from such a config came out fp32 whole."""
+    from transformers import LlamaForSequenceClassification
+
     from zoo.fp32 import built_in_fp32
 
-    model = copy.deepcopy(healthy("bert").model)
-    model.config.dtype = torch.float32
-    assert not [name for name in model.state_dict() if built_in_fp32(model, name, torch.float16)]
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(copy.deepcopy(healthy("llama").model.config)).save_pretrained(tmp_path)
+    model = LlamaForSequenceClassification.from_pretrained(tmp_path)
+    assert not [key for key in model.state_dict() if built_in_fp32(model, key, torch.float16)]
     declared = _with_fp32_buffer(type(model))(copy.deepcopy(model.config))
     assert built_in_fp32(declared, "kept_scale", torch.float16)
