@@ -394,14 +394,31 @@ def _decoded_key(meta) -> str:
     return "decoder_input_ids" if "encoder_decoder" in meta["spec"]["capabilities"] else "input_ids"
 
 
+def _encode_once(model, kwargs: dict):
+    """An encoder-decoder's encoder output, computed once before decoding as `generate` does (as
+    zoo.generation.encode_once); None without a separate encoder."""
+    import inspect
+    if not getattr(model.config, "is_encoder_decoder", False) or not hasattr(model, "get_encoder"):
+        return None
+    encoder = model.get_encoder()
+    skip = ("decoder_", "cross_attn", "use_cache", "cache", "past_key_values")
+    wanted = {k: v for k, v in kwargs.items() if not k.startswith(skip)}
+    params = inspect.signature(encoder.forward).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        wanted = {k: v for k, v in wanted.items() if k in params}
+    with torch.no_grad():
+        return encoder(**{**wanted, "return_dict": True})
+
+
 def _cached_logits(model, inputs, call, meta, prefix_length: int) -> torch.Tensor:
     """The first `prefix_length` decoded tokens in one call, then one per call with the cache (as zoo.generation)."""
     key = _decoded_key(meta)
     sequence = inputs[key]
     causal_mask = inputs.get("attention_mask") if key == "input_ids" else None
     bounds = [0, prefix_length] + list(range(prefix_length + 1, sequence.shape[1] + 1))
-    cache, encoder_outputs, pieces = None, None, []
+    cache, pieces = None, []
     call = {k: v for k, v in call.items() if k not in ("output_hidden_states", "use_cache")}
+    encoder_outputs = _encode_once(model, model_kwargs(model, inputs, call, meta)) if key != "input_ids" else None
     for start, stop in zip(bounds, bounds[1:]):
         step = dict(inputs, **{key: sequence[:, start:stop]})
         extra = {"use_cache": True, cache_argument(model): cache}
@@ -417,7 +434,7 @@ def _cached_logits(model, inputs, call, meta, prefix_length: int) -> torch.Tenso
         with torch.no_grad():
             out = model(**kwargs)
         cache = returned_cache(out)
-        if out.get("encoder_last_hidden_state") is not None:
+        if encoder_outputs is None and out.get("encoder_last_hidden_state") is not None:
             encoder_outputs = transformers.modeling_outputs.BaseModelOutput(
                 last_hidden_state=out.encoder_last_hidden_state)
         pieces.append(out.logits)

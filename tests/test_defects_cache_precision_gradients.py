@@ -19,6 +19,7 @@ from properties import test_gradients as grads
 from properties import test_precision as precision
 from strategies.batches import model_inputs
 from tests.planted import breakable, expect_caught, expect_passes, healthy, shift_cached_positions
+from zoo.catalog import build_catalog_subject
 from zoo.compat import CHECKPOINTING_ENTRY_POINT
 
 
@@ -81,6 +82,40 @@ def test_cache_passes_healthy_models(name):
     expect_passes(cached_decoding, cache.decoding(subject.spec), subject)
     expect_passes(generate_cache, cache.prompts(subject.spec), subject)
     expect_passes(generate_batch, cache.batched_prompts(subject.spec), subject)
+
+
+def _encoder_refuses_cache(model, calls: list):
+    """Switch Transformers' forward hands `use_cache` to its encoder stack, which refuses `True`: here the
+    same refusal on a whole-model call that runs the encoder with the cache on; `calls` counts encoder runs."""
+    model.get_encoder().register_forward_hook(lambda module, args, out: calls.append(1))
+
+    def forward(self, *args, use_cache=None, encoder_outputs=None, **kwargs):
+        if use_cache and encoder_outputs is None:
+            raise ValueError("`use_cache` can only be set to `True` if the stack is used as a decoder")
+        return type(self).__mro__[1].forward(self, *args, use_cache=use_cache, encoder_outputs=encoder_outputs, **kwargs)
+
+    return _subclass(model, "EncoderRefusesCache", forward=forward)
+
+
+def test_cached_decoding_runs_the_encoder_once_as_generate():
+    """An encoder-decoder's encoder runs once, without the cache flag, and every decoding call reuses its
+    output (as `generate` does): an encoder that refuses `use_cache` passes, a cache bug is still caught."""
+    subject, calls = breakable("bart"), []
+    _encoder_refuses_cache(subject.model, calls)
+    inputs = {"input_ids": np.array([[5, 6, 7]]), "attention_mask": np.ones((1, 3), dtype=np.int64),
+              "decoder_input_ids": np.array([[2, 8, 9, 10]])}
+    cache.check_cached_decoding(subject, inputs, 1)  # the full forward runs the encoder too
+    assert len(calls) == 2, f"the encoder ran {len(calls) - 1} times for 3 cached calls, expected once"
+    expect_passes(cached_decoding, cache.decoding(subject.spec), subject)
+    _shift_cached_decoder_positions(subject.model)
+    expect_caught(cached_decoding, cache.decoding(subject.spec), subject,
+                  says=("[bart] cache equivalence (cached decoding after a", "'logits' differs beyond"))
+
+
+def test_cached_decoding_passes_switch_transformers():
+    """The registry's Switch Transformers (its encoder stack refuses `use_cache=True`) passes cached decoding."""
+    subject = build_catalog_subject("switch_transformers-cond-gen")
+    expect_passes(cached_decoding, cache.decoding(subject.spec), subject)
 
 
 def test_generate_batch_catches_positions_ignoring_padding():

@@ -8,6 +8,7 @@ output to `cache`; `zoo.compat` gives this release's name.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -30,19 +31,43 @@ def full_logits(subject: Subject, inputs: Mapping[str, Any]) -> torch.Tensor:
     return subject.forward(inputs)["logits"]
 
 
+# what `generate` keeps away from the encoder (GenerationMixin._prepare_text_encoder_decoder_kwargs_for_generation)
+NOT_FOR_THE_ENCODER = ("decoder_", "cross_attn", "use_cache", "cache", "past_key_values")
+
+
+def encode_once(model, kwargs: Mapping[str, Any]):
+    """The encoder's output for a call's `kwargs`, computed once before decoding as `generate` does.
+
+    None for a model without a separate encoder (decoder-only). The encoder gets the call's arguments
+    less the decoder's and the cache's; a stack that is not a decoder refuses `use_cache=True` (Switch
+    Transformers), so one full call with the cache is not how `generate` runs an encoder-decoder.
+    """
+    if not getattr(model.config, "is_encoder_decoder", False) or not hasattr(model, "get_encoder"):
+        return None
+    encoder = model.get_encoder()
+    wanted = {k: v for k, v in kwargs.items() if not k.startswith(NOT_FOR_THE_ENCODER)}
+    params = inspect.signature(encoder.forward).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        wanted = {k: v for k, v in wanted.items() if k in params}
+    with torch.no_grad():
+        return encoder(**{**wanted, "return_dict": True})
+
+
 def cached_logits(subject: Subject, inputs: Mapping[str, Any], prefix_length: int) -> torch.Tensor:
     """Logits from the first `prefix_length` decoded tokens in one call, then one token per call with the cache.
 
     Each call passes only the new tokens, the cache returned by the previous call, the attention
     mask up to the current length and (for causal models) the position ids the full forward
-    would use at those positions, as `generate` does for a left-padded batch.
+    would use at those positions, as `generate` does for a left-padded batch. An encoder-decoder's
+    encoder runs once first (`encode_once`) and every decoding call gets its output, as in `generate`.
     """
     key = decoded_key(subject.spec)
     tensors = to_tensors(inputs)
     sequence = tensors[key]
     causal_mask = tensors.get("attention_mask") if key == "input_ids" else None
     bounds = [0, prefix_length] + list(range(prefix_length + 1, sequence.shape[1] + 1))
-    cache, encoder_outputs, pieces = None, None, []
+    cache, pieces = None, []
+    encoder_outputs = encode_once(subject.model, subject.model_kwargs(tensors)) if key != "input_ids" else None
     for start, stop in zip(bounds, bounds[1:]):
         step = dict(tensors, **{key: sequence[:, start:stop]})
         for name in PER_TOKEN:  # indexed by token (token types, boxes): the call's own tokens
@@ -64,7 +89,7 @@ def cached_logits(subject: Subject, inputs: Mapping[str, Any], prefix_length: in
         with torch.no_grad():
             out = subject.model(**kwargs)
         cache = returned_cache(out)
-        if out.get("encoder_last_hidden_state") is not None:
+        if encoder_outputs is None and out.get("encoder_last_hidden_state") is not None:
             encoder_outputs = BaseModelOutput(last_hidden_state=out.encoder_last_hidden_state)
         pieces.append(out.logits)
     return torch.cat(pieces, dim=1)
