@@ -135,9 +135,9 @@ def _module_ignores_positions(module_name: str) -> str | None:
     except (OSError, TypeError):
         return None
     # causal mask builder calls: masking_utils' create_*causal_mask, called by name or through a variable
-    # (BigBird: `mask_function = create_causal_mask if is_decoder else ...`), always with config=
+    # (BigBird: `mask_function = create_causal_mask if is_decoder else ...`), always with a config
     calls = [call for match in re.finditer(r"\b(create_\w*causal_mask|\w*mask_function)\(", source)
-             if "config=" in (call := call_text(source, match.end()))]
+             if re.search(r"\bconfig=|[\"']config[\"']", call := mask_call_arguments(source, match.end()))]
     if "create_causal_mask" not in source:
         return f"{module.__name__} builds its causal mask without position_ids (its own mask code, not masking_utils)"
     if any("position_ids" not in call for call in calls):
@@ -145,11 +145,25 @@ def _module_ignores_positions(module_name: str) -> str | None:
     return None
 
 
+def mask_call_arguments(source: str, start: int) -> str:
+    """The arguments of a mask builder call whose opening parenthesis ends at `start`; a call spreading a
+    dict (AFMoE, Gemma 2: `create_causal_mask(**mask_kwargs)`) gets that dict's literal and the
+    `mask_kwargs["key"] = ...` lines that add to it."""
+    text = call_text(source, start)
+    spread = re.fullmatch(r"\s*\*\*(\w+)\s*\)", text)
+    if not spread:
+        return text
+    name = re.escape(spread.group(1))
+    literals = [call_text(source, m.end()) for m in re.finditer(rf"\b{name}\s*=\s*[{{(]|\b{name}\s*=\s*dict\(", source)]
+    additions = re.findall(rf"\b{name}\[[^\]]+\]\s*=", source)
+    return "\n".join(literals + additions)
+
+
 def call_text(source: str, start: int) -> str:
-    """The argument text of a call whose opening parenthesis ends at `start`."""
+    """The argument text of a call (or the body of a literal) whose opening bracket ends at `start`."""
     depth, i = 1, start
     while depth and i < len(source):
-        depth += {"(": 1, ")": -1}.get(source[i], 0)
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(source[i], 0)
         i += 1
     return source[start:i]
 

@@ -13,6 +13,7 @@ The controls run the same searches on healthy models and find nothing.
 from __future__ import annotations
 
 import copy
+import inspect
 
 import numpy as np
 import pytest
@@ -149,6 +150,33 @@ def test_a_mask_built_without_position_ids_is_named_in_the_failure():
         "transformers.models.biogpt.modeling_biogpt builds its causal mask without position_ids")
     assert batching.mask_ignores_positions(healthy("llama").model) is None
     assert batching.mask_ignores_positions(healthy("gpt2").model) is None
+
+
+def test_a_mask_built_from_a_spread_dict_without_position_ids_is_named():
+    """AFMoE calls create_causal_mask(**mask_kwargs) with a dict lacking position_ids: named like BioGPT;
+    Gemma 2 spreads a dict that holds them and is not."""
+    import transformers
+
+    with torch.device("meta"):
+        afmoe = transformers.AfmoeForCausalLM(transformers.AfmoeConfig(num_hidden_layers=1))
+        gemma2 = transformers.Gemma2ForCausalLM(transformers.Gemma2Config(num_hidden_layers=1))
+    assert batching.mask_ignores_positions(afmoe) == (
+        "transformers.models.afmoe.modeling_afmoe builds its causal mask without position_ids")
+    assert batching.mask_ignores_positions(gemma2) is None
+
+
+def test_use_cache_handed_on_through_kwargs_is_turned_off_for_packing():
+    """GraniteMoeForCausalLM.forward names no use_cache but hands **kwargs to its base model, which does
+    (config.use_cache True): the suite's calls turn it off there too, so packing passes; a call that
+    builds a cache after all (masking_utils then stops reading packed items off position_ids) is caught."""
+    subject = catalog.build_catalog_subject("granitemoe-causal-lm")
+    assert "use_cache" not in inspect.signature(subject.model.forward).parameters
+    assert subject.model_kwargs({"input_ids": np.array([[1]])})["use_cache"] is False
+    expect_passes(batching.check_packed_sequences, composed_batches(subject.spec), subject)
+    broken = subject.with_model(copy.deepcopy(subject.model))
+    pre_hook(broken.model, lambda kwargs: kwargs.update(use_cache=True))
+    expect_caught(batching.check_packed_sequences, composed_batches(broken.spec), broken,
+                  says=("[granitemoe-causal-lm] packed sequences", "at packed positions"))
 
 
 @pytest.mark.parametrize("name", ["bert", "gpt2"])

@@ -79,6 +79,28 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions.clamp(min=0)
 
 
+def accepted_arguments(model: torch.nn.Module) -> frozenset[str]:
+    """The keyword arguments `model.forward` takes: those it names, and where it hands its **kwargs on
+    to its base model (GraniteMoeForCausalLM: `self.model(..., **kwargs)`) the `use_cache` that base
+    model names, as a plain forward would otherwise build a cache (and masking_utils, seeing one, stop
+    reading packed items off position_ids). Not where the head's forward sets use_cache itself
+    (ReformerForMaskedLM: `self.reformer(..., use_cache=False, **kwargs)`): a second one would collide."""
+    params = inspect.signature(model.forward).parameters
+    accepts = set(params)
+    base = getattr(model, "base_model", model)
+    if (base is not model and any(p.kind is p.VAR_KEYWORD for p in params.values())
+            and "use_cache" not in _source(type(model).forward)):
+        accepts |= {"use_cache"} & set(inspect.signature(base.forward).parameters)
+    return frozenset(accepts)
+
+
+def _source(function) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return "use_cache"  # unreadable: assume it may set use_cache itself
+
+
 @dataclass
 class Subject:
     """A model in eval mode, its spec and the processor a user would use with it."""
@@ -90,8 +112,7 @@ class Subject:
 
     def __post_init__(self):
         self.model.eval()
-        params = inspect.signature(self.model.forward).parameters
-        self._accepts = frozenset(params)
+        self._accepts = accepted_arguments(self.model)
 
     def __repr__(self) -> str:  # Hypothesis prints arguments of failing examples: keep it short
         return f"Subject({self.spec.name}, {type(self.model).__name__}, {self.spec.source})"
