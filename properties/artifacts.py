@@ -52,6 +52,7 @@ DEFAULT_FAILURE_DIR = ".hfprops/failures"
 REPRO_TEMPLATE = Path(__file__).with_name("repro.py")
 REGISTERED_MARKER = "# -- replay kinds registered by properties"
 ZOO_WEIGHTS = "weights.safetensors"  # a zoo model's weights, beside its config and seed
+SEEDED_SOURCES = ("zoo", "registry")  # built here from a config and a seed (no checkpoint to load)
 ARTIFACT_PROPERTY = "hfprops_failure_artifact"  # report.user_properties key (travels through xdist)
 
 # property name -> replay recipe (a kind that properties/repro.py implements)
@@ -250,7 +251,7 @@ def write_artifact(root: Path, nodeid: str, recorded: Mapping[str, Any], error: 
                                        + "\n",
                                        encoding="utf-8")
     (staging / "repro.py").write_text(repro_source(meta["replay"]["kind"]), encoding="utf-8")
-    if subject.spec.source == "zoo":
+    if subject.spec.source in SEEDED_SOURCES:
         # The weights themselves: a seeded init is the same only within one transformers release (init
         # code changes between releases), and a bisect runs repro.py on many. Tiny models: some 100 KiB.
         # Read off the parameters and buffers themselves, not `state_dict()` (which a defect may override).
@@ -390,6 +391,9 @@ def _model_meta(subject) -> dict:
             "config": model.config.to_dict()}
     if spec.source == "zoo":
         return {**meta, "source": "zoo", "seed": spec.seed, "arg": spec.name}
+    if spec.source == "registry":  # `--model registry:<its type>` selects it again, not the whole registry
+        from zoo.catalog import split_id
+        return {**meta, "source": "registry", "seed": spec.seed, "arg": f"registry:{split_id(spec.name)[0]}"}
     return {**meta, "source": "checkpoint", "path": spec.source, "arg": spec.source}
 
 
@@ -501,7 +505,7 @@ def _seeds(subject) -> dict:
     import hypothesis
 
     current = hypothesis.settings.default
-    return {"model_init": subject.spec.seed if subject.spec.source == "zoo" else None,
+    return {"model_init": subject.spec.seed if subject.spec.source in SEEDED_SOURCES else None,
             "hypothesis_derandomize": current.derandomize, "torch_initial_seed": torch.initial_seed()}
 
 

@@ -74,10 +74,10 @@ def enable_activation_checkpointing(model, checkpoint_kwargs=None) -> None:
 # -- the model and its inputs -------------------------------------------------------------------
 def load_model(meta: dict, *, dtype: str | None = None, device: str | None = None,
                attn_implementation: str | None = None) -> torch.nn.Module:
-    """The model under test: a zoo model rebuilt from config + seed, or the checkpoint it came from."""
+    """The model under test: a zoo or registry model rebuilt from config + seed, or the checkpoint it came from."""
     spec = meta["model"]
     model_class = getattr(transformers, spec["model_class"])
-    if spec["source"] == "zoo":
+    if spec["source"] in ("zoo", "registry"):
         config = getattr(transformers, spec["config_class"]).from_dict(spec["config"])
         torch.manual_seed(spec["seed"])  # zoo weights are the seeded random init (zoo/build.py)
         model = model_class(config)

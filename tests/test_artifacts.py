@@ -231,6 +231,21 @@ def test_repro_rebuilds_zoo_models_and_replays_every_foundation_kind(tmp_path):
     assert "[gpt2] attention: output" in problem and "max abs diff" in problem
 
 
+@pytest.mark.parametrize("name", ["fsmt-cond-gen", "llama-causal-lm"])
+def test_repro_rebuilds_registry_models_offline(tmp_path, name):
+    """A registry artifact's repro.py rebuilds the tiny seeded model (no hub lookup), and its suite
+    replay selects that model type, not the whole registry."""
+    from zoo.catalog import build_catalog_subject
+
+    subject = build_catalog_subject(name)
+    inputs = {"input_ids": torch.tensor([[0, 5, 7]]).numpy(), "attention_mask": torch.tensor([[1, 1, 1]]).numpy()}
+    folder, meta, tensors, repro = _artifact(tmp_path, subject, inputs, prop="determinism")
+    assert meta["model"]["arg"] == f"registry:{name.split('-')[0]}"
+    rebuilt = repro.load_model(meta).state_dict()
+    assert all(torch.equal(rebuilt[k], v) for k, v in subject.model.state_dict().items())
+    assert repro.REPLAYS["same_twice"](meta, tensors) == []
+
+
 @pytest.mark.parametrize("name, raw", [
     ("bert", "Hello wörld 👍"), ("gpt2", "the cat sat"), ("vit", "image"), ("clip", "image"), ("whisper", "audio"),
 ])
