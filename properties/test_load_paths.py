@@ -12,6 +12,7 @@ once both models' weights sit in equally aligned storage, within `reordered` as 
 from __future__ import annotations
 
 import atexit
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -204,6 +205,19 @@ def _base_key(head, key: str, base_state: dict) -> str | None:
     return None
 
 
+def declared_not_missing(head, key: str) -> bool:
+    """Whether a class in `head` declares `key` absent from checkpoints on purpose (its
+    `_keys_to_ignore_on_load_missing`: PocketTTS's training-only loss_weighting), so transformers
+    leaves it out of the missing keys. A submodule's pattern covers only that submodule's own keys;
+    transformers merges them unprefixed into the whole model, which is not what the class declares."""
+    for path, module in head.named_modules():
+        patterns = getattr(type(module), "_keys_to_ignore_on_load_missing", None) or ()  # the class, not post_init's merge
+        prefix = f"{path}." if path else ""
+        if key.startswith(prefix) and any(re.search(p, key[len(prefix):]) for p in patterns):
+            return True
+    return False
+
+
 class HeadRefused(Exception):
     """`from_pretrained` of a head class refused the base checkpoint's config with a ValueError."""
 
@@ -233,7 +247,7 @@ def check_head_load(subject, head_class, directory: Path, base_state: dict, dtyp
     assert not wrong, f"[{subject.name}] {HEADS} ({where}): base weights changed on load: {wrong[:8]}"
     # tied to a loaded weight, or a buffer (never a checkpoint key: BART's final_logits_bias)
     new = {k: t for k, t in new.items() if t.data_ptr() not in loaded_ptrs and k not in buffers}
-    unreported = sorted(k for k in new if k not in missing)
+    unreported = sorted(k for k in new if k not in missing and not declared_not_missing(head, k))
     assert not unreported, f"[{subject.name}] {HEADS} ({where}): new parameters not reported missing: {unreported[:8]}"
     bad = [f"{k} not finite" for k, t in new.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     # zero is a designed init for single vectors (ViT's mask_token, biases); the new weight matrices

@@ -119,3 +119,27 @@ def test_bad_inputs_have_exactly_one_thing_wrong(name, data):
     elif bad.kind == "zero length":
         assert ids.shape[1] == 0 and ids.shape[0] > 0
     assert "text" in ZOO[name].capabilities or bad.kind == "empty batch"
+
+
+def _maskless(spec):
+    """`spec` as a model whose forward names no attention_mask and whose inputs are cut to the names it
+    takes (OmniASRModel: input_ids, inputs_embeds, input_values, padding_mask, **kwargs)."""
+    from dataclasses import replace
+
+    return replace(spec, extra={**spec.extra, "forward_args": ("input_ids", "kwargs"), "accepts": ("input_ids",),
+                                "signature_inputs": ("reserved_ids",), "reserved_ids": ()})
+
+
+@FEW
+@given(data=st.data())
+def test_batches_of_a_model_without_attention_mask(data):
+    spec = _maskless(SPECS["gpt2"])
+    batch = data.draw(composed_batches(spec))
+    assert "attention_mask" not in batch.inputs
+    assert len({item["input_ids"].shape[1] for item in batch.items}) == 1  # nothing could mark padding
+    assert "mask shape mismatch" not in bad_input_kinds(spec)
+    bad = data.draw(bad_inputs(spec))
+    assert "attention_mask" not in bad.inputs
+    if bad.kind == "id outside the vocab":  # the defect is still planted, exactly once
+        ids = bad.inputs["input_ids"]
+        assert ((ids < 0) | (ids >= spec.vocab_size)).sum() == 1

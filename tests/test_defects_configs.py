@@ -236,3 +236,33 @@ def test_a_checkpoint_config_saved_in_fp32_is_not_a_class_building_fp32(tmp_path
     assert not [key for key in model.state_dict() if built_in_fp32(model, key, torch.float16)]
     declared = _with_fp32_buffer(type(model))(copy.deepcopy(model.config))
     assert built_in_fp32(declared, "kept_scale", torch.float16)
+
+
+# -- new head parameters a class declares absent from checkpoints, and ones a leaked pattern hides -------
+def _head_declaring(head_class, pattern: str, *, on_class: bool):
+    """`head_class` whose `_keys_to_ignore_on_load_missing` covers `pattern`: declared by the class itself
+    (PocketTTS's training-only loss_weighting), or only merged into the instance after post_init, as a
+    submodel's unprefixed pattern is (Seamless's t2u_model 'vocoder' hiding the top-level vocoder)."""
+    class Declaring(head_class):
+        _keys_to_ignore_on_load_missing = [pattern] if on_class else None
+
+        def post_init(self):
+            super().post_init()
+            if not on_class:
+                self._keys_to_ignore_on_load_missing.add(pattern)
+
+    Declaring.__name__ = f"{head_class.__name__}{'Declaring' if on_class else 'Leaking'}"
+    return Declaring
+
+
+def test_head_keys_declared_not_missing_pass_and_leaked_ones_are_caught():
+    from transformers import BertForSequenceClassification
+
+    subject = healthy("bert")
+    directory = saved(subject, "base")
+    checkpoint = subject.model.base_model.state_dict()
+    declared = _head_declaring(BertForSequenceClassification, r"classifier\.", on_class=True)
+    check_head_load(subject, declared, directory, checkpoint, torch.float32)
+    leaked = _head_declaring(BertForSequenceClassification, r"classifier\.", on_class=False)
+    with pytest.raises(AssertionError, match=r"new parameters not reported missing: \['classifier\.bias'"):
+        check_head_load(subject, leaked, directory, checkpoint, torch.float32)
