@@ -316,6 +316,36 @@ def _reentrant_checkpointing(model):
 
 
 @pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad=True")
+def _refusing_training(model, message: str):
+    """The model's class with a `duration_labels` argument, whose training forward raises `message`."""
+
+    class RefusesTraining(type(model)):
+        def forward(self, input_ids=None, attention_mask=None, duration_labels=None, **kwargs):
+            if self.training and duration_labels is None:
+                raise ValueError(message)
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    refusing = RefusesTraining(model.config)
+    refusing.load_state_dict(model.state_dict())
+    return refusing
+
+
+def test_a_model_refusing_to_train_without_its_labels_is_skipped_and_other_errors_are_not():
+    """A training forward that asks for labels the suite does not make (FastSpeech2Conformer: 'All labels
+    must be provided to run in training mode.') skips the gradient properties with the model's words; a
+    ValueError about anything else stays an error."""
+    subject = healthy("bert")
+    inputs = {"input_ids": np.array([[5, 6]]), "attention_mask": np.array([[1, 1]])}
+    refusing = subject.with_model(_refusing_training(subject.model, "All labels must be provided to run in training mode."))
+    with pytest.raises(pytest.skip.Exception, match="refuses a training forward without \\['duration_labels'\\]"):
+        with grads.refusal_skipped():
+            grads.check_finite_gradients(refusing, inputs)
+    broken = subject.with_model(_refusing_training(subject.model, "shapes do not match"))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        with grads.refusal_skipped():
+            grads.check_finite_gradients(broken, inputs)
+
+
 def test_checkpointing_catches_dropped_gradients():
     subject = breakable("llama")
     _reentrant_checkpointing(subject.model)

@@ -8,6 +8,8 @@ outputs depend on. Properties call `gradients(...)` and never branch on the mode
 from __future__ import annotations
 
 import copy
+import inspect
+import re
 from typing import Any, Mapping
 
 import torch
@@ -34,6 +36,28 @@ EVAL_MODE_IN_TRAINING = (torch.nn.modules.batchnorm._BatchNorm,)
 # Parameters that only input masking uses (replacing masked patches or frames when the caller asks
 # for it, or when SpecAugment, switched off above, masks): no plain forward reaches them.
 MASKING_ONLY_PARAMETERS = ("mask_token", "masked_spec_embed")
+
+
+LABEL_ARGUMENT = re.compile(r"(^|_)labels$")  # labels, duration_labels, spectrogram_labels, ...
+
+
+class TrainingRefused(Exception):
+    """The model refuses a training forward without labels the suite cannot make (FastSpeech2Conformer
+    needs spectrogram, duration, pitch and energy targets): a clear refusal, not a defect."""
+
+
+def _train_forward(subject: Subject, kwargs: Mapping[str, Any]):
+    """`subject.model(**kwargs)`; a ValueError about labels, from a forward that names label arguments
+    left unpassed, becomes TrainingRefused. Any other error propagates."""
+    try:
+        return subject.model(**kwargs)
+    except ValueError as exc:
+        unpassed = [name for name in inspect.signature(subject.model.forward).parameters
+                    if LABEL_ARGUMENT.search(name) and name not in kwargs]
+        if unpassed and "label" in str(exc).lower():
+            raise TrainingRefused(f"{type(subject.model).__name__} refuses a training forward without "
+                                  f"{unpassed}: {str(exc).strip().splitlines()[0][:160]}") from exc
+        raise
 
 
 def training_copy(subject: Subject, *, checkpointing: bool = False) -> Subject:
@@ -84,7 +108,7 @@ def training_loss(subject: Subject, inputs: Mapping[str, Any]) -> torch.Tensor:
     """The scalar loss of the subject's model on `inputs`, with gradients on (call on a training copy)."""
     labels = labels_for(subject, inputs)
     extra = {} if labels is None else {"labels": labels.to(subject.device)}
-    output = subject.model(**subject.model_kwargs(inputs, **extra))
+    output = _train_forward(subject, subject.model_kwargs(inputs, **extra))
     if labels is not None:
         return output.loss
     floats = [t for t in flatten_outputs(output).values() if t.is_floating_point()]
@@ -128,4 +152,4 @@ def train_mode_outputs(subject: Subject, inputs: Mapping[str, Any], *, seed: int
     """Outputs of a forward in train mode (dropout on) after `torch.manual_seed(seed)`, without gradients."""
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
-        return flatten_outputs(subject.model(**subject.model_kwargs(inputs)))
+        return flatten_outputs(_train_forward(subject, subject.model_kwargs(inputs)))
