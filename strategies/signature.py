@@ -139,6 +139,18 @@ def _plan_placeholders(model, params, plan):
     return out
 
 
+def _plan_noise(model, params, plan):
+    """A forward that takes `noise` and draws it itself when not given (ViT-MAE's random patch masking)
+    answers differently on every call: feed it the noise, drawn with the inputs. Its shape (one item)
+    is measured once at plan time (`zoo.catalog.drawn_noise_shape`): no config attribute states it."""
+    if "noise" not in params or "pixel_shape" not in plan:
+        return None
+    from zoo.catalog import drawn_noise_shape
+
+    shape = drawn_noise_shape(model, trial_images(plan))
+    return None if shape is None else {"noise_shape": shape[1:]}
+
+
 def _plan_eos(model, params):
     """Encoder-decoder sequence classifiers pool at the last eos token: every item must hold one."""
     name = type(model).__name__
@@ -159,8 +171,9 @@ RULES = {
     "image_placeholders": _plan_placeholders,
     "eos_at_end": _plan_eos,
     "mm_token_type_ids": _plan_mm_token_types,
+    "noise": _plan_noise,
 }
-_NEEDS_PLAN = {"image_placeholders"}  # rules that read what the earlier rules planned
+_NEEDS_PLAN = {"image_placeholders", "noise"}  # rules that read what the earlier rules planned
 
 
 def trial_images(plan: dict) -> dict:
@@ -298,12 +311,25 @@ def signature_inputs(draw, spec, inputs: dict):
         out.pop("decoder_input_ids", None)
     if "mm_token_type_ids" in names and "input_ids" in out and "image_token_id" in extra:
         out["mm_token_type_ids"] = (out["input_ids"] == extra["image_token_id"]).astype(np.int64)
+    if "noise" in names and np.shape(out.get("noise", ())) != (rows, *extra["noise_shape"]):
+        out["noise"] = draw(noise(rows, tuple(extra["noise_shape"])), label="noise")
+        event("signature: noise")
     if "bbox" in names and "input_ids" in out:
         b, length = np.shape(out["input_ids"])
         corners = draw(arrays(np.int64, (b, length, 2, 2), elements=st.integers(0, extra["bbox_max"])), label="bbox")
         lo, hi = corners.min(axis=2), corners.max(axis=2)  # x0 <= x1, y0 <= y1
         out["bbox"] = np.concatenate([lo, hi], axis=-1)
     return out
+
+
+@st.composite
+def noise(draw, rows: int, shape: tuple[int, ...]):
+    """`rows` noise tensors of `shape` in [0, 1), as `torch.rand` gives: each a permutation of k/n,
+    so no two values tie, not even cast to bf16 (spacing 1/n is at least bf16's step below 1 for
+    n <= 256) where a forward argsorts them. Shrinks toward the identity permutation."""
+    n = int(np.prod(shape))
+    perms = [draw(st.permutations(range(n)), label=f"noise order {r}") for r in range(rows)]
+    return (np.array(perms, dtype=np.float32) / n).reshape(rows, *shape)
 
 
 # Inputs indexed by (batch, token) that a batch composer must pad with the text (bbox, per token).

@@ -17,6 +17,7 @@ import torch
 
 from properties import test_batching as batching
 from properties import test_cache as cache
+from properties import test_determinism as determinism
 from properties import test_finite as finite
 from properties import test_shapes as shapes
 from strategies.batches import composed_batches
@@ -85,6 +86,49 @@ def test_signature_feeding_supplies_what_the_model_needs():
     box = catalog.smoke_inputs(layout)["bbox"]
     assert (box[..., 0] <= box[..., 2]).all() and (box[..., 1] <= box[..., 3]).all()
     assert box.max() <= layout.extra["bbox_max"]
+
+
+# A forward that takes `noise` and draws it itself when not given (ViT-MAE's random patch masking).
+NOISE_FED = "vit_mae-base"
+
+
+def test_noise_taking_forward_is_fed_seeded_noise():
+    spec = catalog.build_catalog_subject(NOISE_FED).spec
+    assert "noise" in spec.extra["signature_inputs"] and spec.extra["noise_shape"] == (16,)  # 4x4 patches
+    noise = catalog.smoke_inputs(spec)["noise"]
+    assert noise.shape == (len(catalog.smoke_inputs(spec)["pixel_values"]), 16)
+    assert len(set(noise[0].tolist())) == 16  # no ties for the forward's argsort
+
+
+def test_forward_drawing_no_noise_is_fed_none():
+    """Hiera's base model takes `noise` but masks only in pre-training: it draws nothing, gets nothing."""
+    assert "noise" not in catalog.build_catalog_subject("hiera-base").spec.extra["signature_inputs"]
+
+
+def test_healthy_noise_fed_model_passes_determinism_and_batch_invariance():
+    subject = catalog.build_catalog_subject(NOISE_FED)
+    expect_passes(determinism.check_deterministic, catalog.inputs_strategy(subject.spec), subject)
+    expect_passes(batching.check_batch_invariance, composed_batches(subject.spec), subject)
+
+
+def _ignore_noise(model):
+    """The planted defect: the model drops the noise it is given and draws its own."""
+    model.register_forward_pre_hook(lambda m, args, kwargs: (args, {**kwargs, "noise": None}), with_kwargs=True)
+    return model
+
+
+def test_noise_fed_model_ignoring_its_noise_fails_determinism():
+    subject = fresh(NOISE_FED)
+    _ignore_noise(subject.model)
+    expect_caught(determinism.check_deterministic, catalog.inputs_strategy(subject.spec), subject,
+                  says=(f"[{NOISE_FED}] determinism",))
+
+
+def test_noise_fed_model_with_items_mixing_fails_batch_invariance():
+    subject = fresh(NOISE_FED)
+    on_output(subject.model, lambda out, kwargs: out + MIX * out.mean(dim=0, keepdim=True))
+    expect_caught(batching.check_batch_invariance, composed_batches(subject.spec), subject,
+                  says=(f"[{NOISE_FED}] batch invariance", "max abs diff"))
 
 
 # -- shrink rules ----------------------------------------------------------------------------------

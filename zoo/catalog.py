@@ -778,6 +778,34 @@ def placeholder_tokens(model, images: dict) -> int | None:
             del module.get_placeholder_mask
 
 
+_RANDOM_FACTORIES = ("rand", "randn")
+
+
+def drawn_noise_shape(model, inputs: dict) -> tuple[int, ...] | None:
+    """The shape of the first random tensor (`torch.rand`/`torch.randn`) the forward draws on one
+    trial item (`inputs`: arrays, batch 1), measured by watching the call; None if it draws none or
+    the trial fails. A forward that takes `noise` (ViT-MAE, Hiera's MAE) draws it itself when not given."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    shapes: list[tuple[int, ...]] = []
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", None) in _RANDOM_FACTORIES and getattr(func, "__module__", "torch") in ("torch", None):
+                size = (kwargs or {}).get("size") or (args[0] if args and isinstance(args[0], (tuple, list)) else args)
+                shapes.append(tuple(int(n) for n in size))
+            return func(*args, **(kwargs or {}))
+
+    kwargs = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    try:
+        with torch.no_grad(), Watch():
+            model(**kwargs)
+    except Exception:  # noqa: BLE001 - the smoke reports the real forward's error
+        return None
+    return shapes[0] if shapes and shapes[0] and shapes[0][0] == 1 else None
+
+
 _SUBJECTS: "OrderedDict[str, object]" = OrderedDict()
 
 
