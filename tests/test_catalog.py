@@ -196,6 +196,17 @@ def test_special_ids_of_sub_configs_stay_distinct(model_type):
                 assert (tiny[a] == tiny[b]) == (default[a] == default[b]), (a, b, tiny)
 
 
+def test_a_list_of_special_ids_stays_inside_the_vocab():
+    """Ovis2's visual_indicator_token_ids (151666..151670 by default) move inside the tiny vocab, distinct from
+    its image token: left outside, its inputs_embeds path looks each one up in the text embedding (IndexError)."""
+    assert catalog._id_values("visual_indicator_token_ids", (5, 6)) == [5, 6]
+    assert catalog._id_values("local_layer_ids", [0, 1]) == []  # layer indices, not token ids
+    config = catalog.tiny_config("ovis2")
+    indicators = list(config.visual_indicator_token_ids)
+    assert max(indicators) < config.text_config.vocab_size
+    assert len(set(indicators)) == 5 and config.image_token_id not in indicators
+
+
 @pytest.mark.parametrize("model_type", ["encoder-decoder", "vision-encoder-decoder", "speech-encoder-decoder"])
 def test_composite_encoder_decoder_gets_a_decoder(model_type):
     """As `from_encoder_decoder_configs` makes it: the decoder is causal and attends to the encoder."""

@@ -143,7 +143,8 @@ SCHEDULE_PERIODS = ("layer_group_size", "attn_layer_period", "expert_layer_perio
                     "global_attn_every_n_layers", "cross_attention_frequency")
 SCHEDULE_OFFSETS = ("attn_layer_offset", "expert_layer_offset")
 VOCAB_SUFFIX = "vocab_size"
-ID_SUFFIXES = ("_token_id", "_token_index", "token_id", "_id")  # special ids: must stay inside the vocab
+# special ids: must stay inside the vocab (a list of them too: Ovis2's visual_indicator_token_ids)
+ID_SUFFIXES = ("_token_id", "_token_index", "token_id", "_id", "_token_ids")
 NOT_SIZES = {"type_vocab_size"}  # already tiny, and not a size of the embedding
 MAX_PARAMS = 4_000_000  # a tiny build above this was not shrunk: refuse it with the biggest tensor named
 
