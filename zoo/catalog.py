@@ -579,14 +579,17 @@ def _pad_for_classifier(config) -> None:
 def _decoder_start_from_pad(config) -> None:
     """Encoder-decoder sequence classifiers are called without decoder inputs (they shift input_ids
     right, from decoder_start_token_id), and `generate` starts the decoder from it. A config without
-    one gets what `generate` falls back to, the bos id (T5Gemma: 2, not its pad id 0, which its
-    decoder masks), and failing that the pad id, which T5's and Switch Transformers' checkpoints hold."""
+    one gets what `generate` falls back to (GenerationConfig.from_model_config, then
+    _prepare_special_tokens): the decoder sub-config's start id, else the bos id (T5Gemma: 2, not its
+    pad id 0, which its decoder masks), and failing that the pad id, which T5's and Switch
+    Transformers' checkpoints hold."""
     if config.is_encoder_decoder and getattr(config, "decoder_start_token_id", None) is None:
         # an EncoderDecoderModel's own config holds no ids: its decoder's do
         decoder = config.get_text_config(decoder=True)
         config.decoder_start_token_id = next(
-            (getattr(c, k, None) for c, k in ((decoder, "bos_token_id"), (config, "bos_token_id"),
-                                               (config, "pad_token_id"), (decoder, "pad_token_id"))
+            (getattr(c, k, None) for c, k in ((decoder, "decoder_start_token_id"), (config, "bos_token_id"),
+                                               (decoder, "bos_token_id"), (config, "pad_token_id"),
+                                               (decoder, "pad_token_id"))
              if getattr(c, k, None) is not None), None)
 
 
