@@ -178,6 +178,19 @@ def test_hybrid_layer_schedule_keeps_each_kind():
     assert catalog._cut_per_layer([4, 4, 8]) == [4, 4]  # numbers per layer are sizes, not kinds: cut only
 
 
+def test_repeated_pattern_of_layer_kinds_keeps_each_kind():
+    """A pattern of kinds the config repeats over its stack (RecurrentGemma's block_types, 3 entries
+    over 26 layers) keeps one layer of each kind: cut to its first two it held recurrent layers only,
+    and the all-recurrent cache made every cached call raise in get_mask_sizes."""
+    config = catalog.tiny_config("recurrent_gemma")
+    assert set(config.layers_block_type) == {"linear_attention", "sliding_attention"}
+    assert catalog._shrink_value("block_types", ["r", "r", "a"], 26) == ["r", "a"]
+    # not a pattern: distinct names (one per stage), numbers, or a list no longer than the tiny stack
+    assert catalog._shrink_value("out_features", ["s1", "s2", "s3"], 26) == ["s1", "s2", "s3"]
+    assert catalog._shrink_value("strides", [2, 2, 1], 26) == [2, 2, 1]
+    assert catalog._shrink_value("kinds", ["r", "r"], 26) == ["r", "r"]
+
+
 def _special_ids(config, prefix=""):
     ids = {prefix + k: v for k, v in config.__dict__.items() if catalog._id_values(k, v)}
     for key, sub in catalog._sub_configs(config):

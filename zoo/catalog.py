@@ -319,7 +319,17 @@ def _shrink_value(name: str, value, layers_before: int | None, list_lengths=froz
             return type(value)(rule(i, v) for i, v in enumerate(value))
     if isinstance(value, (list, tuple)) and layers_before and len(value) == layers_before and layers_before > LAYERS:
         return type(value)(_cut_per_layer(list(value)))  # a per-layer list: cut to the layer count
+    if _is_kind_pattern(value, layers_before):
+        return type(value)(_cut_per_layer(list(value)))
     return value
+
+
+def _is_kind_pattern(value, layers_before: int | None) -> bool:
+    """A pattern of layer kinds that the config repeats over its stack (RecurrentGemma's block_types
+    ("recurrent", "recurrent", "attention") over 26 layers): longer than the tiny stack, its first
+    LAYERS entries would hold one kind only, so it is cut like a per-layer schedule."""
+    return (isinstance(value, (list, tuple)) and bool(layers_before) and LAYERS < len(value) < layers_before
+            and all(isinstance(v, str) for v in value) and len(set(value)) < len(value))
 
 
 def _cut_per_layer(value: list) -> list:
