@@ -155,12 +155,16 @@ def _head_zeroed_in_half(head_class):
     return HeadZeroedInHalf
 
 
+def _bert_base_checkpoint():
+    """The zoo BERT, its base model saved as a checkpoint, and that checkpoint's state dict."""
+    subject = healthy("bert")
+    return subject, saved(subject, "base"), subject.model.base_model.state_dict()
+
+
 def test_head_not_initialised_on_half_load_is_caught():
     from transformers import BertForSequenceClassification
 
-    subject = healthy("bert")
-    directory = saved(subject, "base")
-    checkpoint = subject.model.base_model.state_dict()
+    subject, directory, checkpoint = _bert_base_checkpoint()
     broken = _head_zeroed_in_half(BertForSequenceClassification)
     check_head_load(subject, broken, directory, checkpoint, torch.float32)  # fp32: the defect hides
     with pytest.raises(AssertionError, match="not initialised"):
@@ -258,9 +262,7 @@ def _head_declaring(head_class, pattern: str, *, on_class: bool):
 def test_head_keys_declared_not_missing_pass_and_leaked_ones_are_caught():
     from transformers import BertForSequenceClassification
 
-    subject = healthy("bert")
-    directory = saved(subject, "base")
-    checkpoint = subject.model.base_model.state_dict()
+    subject, directory, checkpoint = _bert_base_checkpoint()
     declared = _head_declaring(BertForSequenceClassification, r"classifier\.", on_class=True)
     check_head_load(subject, declared, directory, checkpoint, torch.float32)
     leaked = _head_declaring(BertForSequenceClassification, r"classifier\.", on_class=False)
