@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from transformers import PreTrainedModel
 from hypothesis import given, settings, strategies as st
 
 from devices.tolerance import EXACT, assert_outputs_close, tolerance
@@ -23,10 +24,31 @@ PROPERTY = "resize token embeddings"
 MAX_GROWTH = 64
 
 
+def refused_up_front(model, exc: NotImplementedError) -> bool:
+    """Whether `exc` was raised in the body of the model class's own `resize_token_embeddings` override.
+
+    Composites (EncoderDecoderModel, SpeechEncoderDecoderModel) and I-BERT override the method only
+    to refuse with words naming what to resize instead: a documented refusal, not a defect. A
+    NotImplementedError raised deeper, midway through PreTrainedModel's resize (an unhandled
+    `set_input_embeddings`), is not a refusal and still fails."""
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    own = getattr(type(model).resize_token_embeddings, "__code__", None)
+    return tb.tb_frame.f_code is own and own is not PreTrainedModel.resize_token_embeddings.__code__
+
+
 def resized(subject, new_size: int, pad_to_multiple_of: int | None):
-    """A copy of the subject whose model's vocabulary is resized to `new_size` (rounded up to the multiple)."""
+    """A copy of the subject whose model's vocabulary is resized to `new_size` (rounded up to the multiple).
+
+    Skips, with the model's own words, where its class refuses resizing up front (`refused_up_front`)."""
     model = copy.deepcopy(subject.model)
-    model.resize_token_embeddings(new_size, pad_to_multiple_of=pad_to_multiple_of)
+    try:
+        model.resize_token_embeddings(new_size, pad_to_multiple_of=pad_to_multiple_of)
+    except NotImplementedError as exc:
+        if not refused_up_front(model, exc):
+            raise
+        pytest.skip(f"{type(model).__name__} refuses resize_token_embeddings: {exc}")
     return subject.with_model(model.eval())
 
 

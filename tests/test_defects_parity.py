@@ -566,6 +566,31 @@ def test_resize_catches_untied_head(monkeypatch):
                   says=("[gpt2] resize token embeddings", "no longer tied"))
 
 
+def test_resize_skips_a_refusal_in_the_models_own_override(monkeypatch):
+    """A class whose own resize_token_embeddings refuses up front (EncoderDecoderModel's way) is skipped with its words."""
+    subject = breakable("bert")
+
+    def refuse(self, *args, **kwargs):
+        raise NotImplementedError("resize the wrapped model.decoder instead")
+
+    monkeypatch.setattr(type(subject.model), "resize_token_embeddings", refuse)
+    with pytest.raises(pytest.skip.Exception, match="BertModel refuses resize_token_embeddings: resize the wrapped"):
+        embeddings.check_resize(subject, {"input_ids": np.array([[0]])}, subject.spec.vocab_size + 1)
+
+
+def test_resize_catches_a_not_implemented_error_midway(monkeypatch):
+    """PreTrainedModel's resize failing midway (set_input_embeddings not implemented, VisionEncoderDecoder's way)
+    is no refusal: it still fails."""
+    subject = breakable("bert")
+
+    def unhandled(self, value):
+        raise NotImplementedError("`set_input_embeddings` not auto-handled for BertModel")
+
+    monkeypatch.setattr(type(subject.model), "set_input_embeddings", unhandled)
+    with pytest.raises(NotImplementedError, match="not auto-handled"):
+        embeddings.check_resize(subject, {"input_ids": np.array([[0]])}, subject.spec.vocab_size + 1)
+
+
 def test_resize_passes_healthy_models():
     for name in ["bert", "gpt2", "llama", "t5", "bart", "whisper"]:
         subject = healthy(name)
