@@ -191,6 +191,23 @@ def test_repeated_pattern_of_layer_kinds_keeps_each_kind():
     assert catalog._shrink_value("kinds", ["r", "r"], 26) == ["r", "r"]
 
 
+def test_vanishing_init_std_is_raised_so_the_tower_sees_its_input():
+    """A config whose init std vanishes (BLIP's vision tower defaults to 1e-10) is built with a usable
+    one: at 1e-10 every image gave the same ~0 embedding (norm 9.3e-6, NaN logits in fp16 once its norm
+    underflowed) and nothing on the image path was tested. Ordinary stds are left alone."""
+    assert catalog.tiny_config("blip").vision_config.initializer_range == catalog.INIT_STD
+    assert catalog._shrink_value("initializer_range", 1e-10, 2) == catalog.INIT_STD
+    assert catalog._shrink_value("vision_initializer_range", 1e-10, 2) == catalog.INIT_STD
+    for kept in (0.02, 1e-3, 0.0):
+        assert catalog._shrink_value("initializer_range", kept, 2) == kept
+    model = catalog.build_catalog_subject("blip-base").model
+    ids, mask = torch.tensor([[0]]), torch.tensor([[1]])
+    with torch.no_grad():
+        logits = [model(input_ids=ids, attention_mask=mask, pixel_values=torch.full((1, 3, 32, 32), v)).logits_per_image
+                  for v in (0.0, 0.7)]
+    assert (logits[0] - logits[1]).abs().item() > 1e-3  # the image reaches the logits
+
+
 def _special_ids(config, prefix=""):
     ids = {prefix + k: v for k, v in config.__dict__.items() if catalog._id_values(k, v)}
     for key, sub in catalog._sub_configs(config):

@@ -146,6 +146,11 @@ VOCAB_SUFFIX = "vocab_size"
 # special ids: must stay inside the vocab (a list of them too: Ovis2's visual_indicator_token_ids)
 ID_SUFFIXES = ("_token_id", "_token_index", "token_id", "_id", "_token_ids")
 NOT_SIZES = {"type_vocab_size"}  # already tiny, and not a size of the embedding
+# A vanishing init std (BLIP-family and SAM vision configs default initializer_range to 1e-10: their
+# towers are only ever loaded from checkpoints) makes a from-scratch tower's weights ~0, so its output
+# is the same ~0 vector for every input and the tiny model exercises nothing on that path (tiny BlipModel:
+# image_embeds before normalisation of norm 9.3e-6 for zeros, 0.7 and randn images alike). Raised to this.
+INIT_STD, INIT_STD_FLOOR = 0.02, 1e-4
 MAX_PARAMS = 4_000_000  # a tiny build above this was not shrunk: refuse it with the biggest tensor named
 
 
@@ -285,6 +290,8 @@ def _is_int(v) -> bool:
 
 def _shrink_value(name: str, value, layers_before: int | None, list_lengths=frozenset()):
     """The tiny value of one attribute, or `value` unchanged when no rule applies."""
+    if _is_init_std(name) and isinstance(value, float) and 0 < value < INIT_STD_FLOOR:
+        return INIT_STD
     if _is_int(value):
         if name in NOT_SIZES:
             return value
@@ -322,6 +329,11 @@ def _shrink_value(name: str, value, layers_before: int | None, list_lengths=froz
     if _is_kind_pattern(value, layers_before):
         return type(value)(_cut_per_layer(list(value)))
     return value
+
+
+def _is_init_std(name: str) -> bool:
+    """Whether `name` is a config's weight-init standard deviation."""
+    return name == "initializer_range" or name.endswith("_initializer_range")
 
 
 def _is_kind_pattern(value, layers_before: int | None) -> bool:
