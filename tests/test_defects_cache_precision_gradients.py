@@ -398,7 +398,8 @@ def _shift_cached_tokens(model):
 def test_cached_decoding_drops_the_mask_where_generate_does():
     """Mamba's `generate` passes no attention mask once the cache holds the state (its forward masks only
     the call's tokens: a mask over past and new tokens broadcasts one new token to the mask's length);
-    cached decoding does the same and passes, Llama still gets its mask, and a cache bug is still caught."""
+    cached decoding then masks only the call's own tokens and passes (left padding included), Llama still
+    gets its full mask, and a cache bug is still caught."""
     from zoo.generation import cached_logits, generate_drops_mask
 
     subject = build_catalog_subject("mamba-causal-lm")
