@@ -382,3 +382,35 @@ def test_gradients_pass_healthy_models(name):
     subject = healthy(name)
     for check in (grads.check_finite_gradients, grads.check_checkpointing, grads.check_dropout_reproducible):
         expect_passes(check, model_inputs(subject.spec), subject)
+
+
+def _shift_cached_tokens(model):
+    """A state-space model that reads the wrong token on every call continuing from a cache."""
+
+    def forward(self, input_ids=None, *args, cache=None, **kwargs):
+        if cache is not None:
+            input_ids = (input_ids + 1) % self.config.vocab_size
+        return type(self).__mro__[1].forward(self, input_ids, *args, cache=cache, **kwargs)
+
+    return _subclass(model, "ShiftedCachedTokens", forward=forward)
+
+
+def test_cached_decoding_drops_the_mask_where_generate_does():
+    """Mamba's `generate` passes no attention mask once the cache holds the state (its forward masks only
+    the call's tokens: a mask over past and new tokens broadcasts one new token to the mask's length);
+    cached decoding then masks only the call's own tokens and passes (left padding included), Llama still
+    gets its full mask, and a cache bug is still caught."""
+    from zoo.generation import cached_logits, generate_drops_mask
+
+    subject = build_catalog_subject("mamba-causal-lm")
+    inputs = {"input_ids": np.array([[3, 4, 5, 6, 7, 8]]), "attention_mask": np.ones((1, 6), dtype=np.int64)}
+    assert cached_logits(subject, inputs, 4).shape == (1, 6, subject.model.config.vocab_size)
+    expect_passes(cached_decoding, cache.decoding(subject.spec), subject)
+    llama = healthy("llama")
+    ids, mask = torch.tensor([[3, 4, 5]]), torch.ones(1, 3, dtype=torch.long)
+    with torch.no_grad():
+        out = llama.model(input_ids=ids[:, :2], use_cache=True)
+    assert not generate_drops_mask(llama.model, ids, mask, out.cache)
+    _shift_cached_tokens(subject.model)
+    expect_caught(cached_decoding, cache.decoding(subject.spec), subject,
+                  says=("[mamba-causal-lm] cache equivalence (cached decoding after a", "'logits' differs beyond"))

@@ -53,12 +53,30 @@ def encode_once(model, kwargs: Mapping[str, Any]):
         return encoder(**{**wanted, "return_dict": True})
 
 
+def generate_drops_mask(model, ids: torch.Tensor, mask: torch.Tensor, cache: Any) -> bool:
+    """Whether `generate` calls `model` without the attention mask on a cached step (`ids` so far, `mask` over them).
+
+    Asks the model's own `prepare_inputs_for_generation` (Mamba, FalconMamba and Mamba2 set the mask
+    to None once the cache holds the state: their forward masks only the call's own tokens, and a
+    mask over past and new tokens broadcasts the one new token to the mask's length).
+    """
+    prepare = getattr(model, "prepare_inputs_for_generation", None)
+    if prepare is None:
+        return False
+    prepared = prepare(
+        ids, next_sequence_length=1, attention_mask=mask, use_cache=True, is_first_iteration=False,
+        **cache_kwargs(model, cache),
+    )
+    return prepared.get("attention_mask") is None
+
+
 def cached_logits(subject: Subject, inputs: Mapping[str, Any], prefix_length: int) -> torch.Tensor:
     """Logits from the first `prefix_length` decoded tokens in one call, then one token per call with the cache.
 
     Each call passes only the new tokens, the cache returned by the previous call, the attention
     mask up to the current length and (for causal models) the position ids the full forward
-    would use at those positions, as `generate` does for a left-padded batch. An encoder-decoder's
+    would use at those positions, as `generate` does for a left-padded batch; a model whose
+    `generate` drops the mask once the cache is filled (`generate_drops_mask`) gets the mask over the call's own tokens only. An encoder-decoder's
     encoder runs once first (`encode_once`) and every decoding call gets its output, as in `generate`.
     """
     key = decoded_key(subject.spec)
@@ -79,6 +97,9 @@ def cached_logits(subject: Subject, inputs: Mapping[str, Any], prefix_length: in
         extra: dict[str, Any] = {"use_cache": True, **cache_kwargs(subject.model, cache)}
         if causal_mask is not None:
             step["attention_mask"] = causal_mask[:, :stop]
+            if start > 0 and generate_drops_mask(subject.model, sequence[:, :stop], step["attention_mask"], cache):
+                # generate's cached steps hold no padding; a drawn one may: mask the call's own tokens
+                step["attention_mask"] = causal_mask[:, start:stop]
         if encoder_outputs is not None:
             # as `generate` does: the encoder ran once; later calls reuse its output (and its mask)
             step = {k: v for k, v in step.items() if k in (key, "attention_mask")}
