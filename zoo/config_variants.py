@@ -188,7 +188,9 @@ def accepted_cache_kinds(name: str) -> tuple[str, ...]:
     for kind in CACHE_KINDS:
         try:
             cached_logits(styled(subject, CallStyle(cache=kind)), inputs, 1)
-        except (TypeError, AttributeError, ValueError):
+        except (TypeError, AttributeError, ValueError, RuntimeError):
+            # RuntimeError: a static cache's cross-attention layers, given the encoder's output once
+            # (as generate gives it), fail to copy into their lazily sized storage on T5 and BART
             continue
         accepted.append(kind)
     return tuple(accepted)
