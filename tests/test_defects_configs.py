@@ -268,3 +268,13 @@ def test_head_keys_declared_not_missing_pass_and_leaked_ones_are_caught():
     leaked = _head_declaring(BertForSequenceClassification, r"classifier\.", on_class=False)
     with pytest.raises(AssertionError, match=r"new parameters not reported missing: \['classifier\.bias'"):
         check_head_load(subject, leaked, directory, checkpoint, torch.float32)
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+def test_static_cache_reaches_encoder_decoders_whose_encoder_runs_first(name):
+    """Cached decoding runs the encoder once and passes its output (as generate does); the static cache's
+    cross-attention half is then sized from that output. Sized from the call's input_ids, which such a
+    call no longer has, it was empty, the probe raised, and the static kind silently left the draw."""
+    from zoo.config_variants import accepted_cache_kinds
+
+    assert "static" in accepted_cache_kinds(name)

@@ -118,8 +118,11 @@ def new_cache(subject: Subject, kind: str, kwargs: dict):
         cache = StaticCache(config=config, max_cache_len=length)
         if not encoder_decoder:
             return cache
-        # cross-attention holds exactly the encoder's positions (as generate sizes it)
-        source = kwargs["input_ids"].shape[1] if "input_ids" in kwargs else spec.num_frames // 2
+        # cross-attention holds exactly the encoder's positions (as generate sizes it): those of the
+        # encoder output when the encoder ran first (as in generate), else of the call's own inputs
+        encoded = kwargs.get("encoder_outputs")
+        source = (encoded[0].shape[1] if encoded is not None else
+                  kwargs["input_ids"].shape[1] if "input_ids" in kwargs else spec.num_frames // 2)
         return EncoderDecoderCache(cache, StaticCache(config=config, max_cache_len=source))
     return None  # "legacy": the first call makes a cache, later calls pass it back as tuples
 
@@ -188,9 +191,7 @@ def accepted_cache_kinds(name: str) -> tuple[str, ...]:
     for kind in CACHE_KINDS:
         try:
             cached_logits(styled(subject, CallStyle(cache=kind)), inputs, 1)
-        except (TypeError, AttributeError, ValueError, RuntimeError):
-            # RuntimeError: a static cache's cross-attention layers, given the encoder's output once
-            # (as generate gives it), fail to copy into their lazily sized storage on T5 and BART
+        except (TypeError, AttributeError, ValueError):
             continue
         accepted.append(kind)
     return tuple(accepted)
