@@ -63,9 +63,10 @@ def generate_drops_mask(model, ids: torch.Tensor, mask: torch.Tensor, cache: Any
     prepare = getattr(model, "prepare_inputs_for_generation", None)
     if prepare is None:
         return False
+    # next_sequence_length from 5.2x; cache_position (the new token's position) up to then (5.0.0 slices by it)
     prepared = prepare(
-        ids, next_sequence_length=1, attention_mask=mask, use_cache=True, is_first_iteration=False,
-        **cache_kwargs(model, cache),
+        ids, next_sequence_length=1, cache_position=torch.arange(ids.shape[1] - 1, ids.shape[1]),
+        attention_mask=mask, use_cache=True, is_first_iteration=False, **cache_kwargs(model, cache),
     )
     return prepared.get("attention_mask") is None
 
