@@ -127,11 +127,18 @@ def flatten_outputs(output, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def compute_dtype(model) -> torch.dtype:
-    """The dtype most floating weights hold (as Subject.dtype: fp32-kept modules may come first)."""
+    """The dtype most floating weights hold (as Subject.dtype: fp32-kept modules may come first or
+    outweigh the rest, so the declared `_keep_in_fp32_modules(_strict)` ones count only if nothing else
+    is floating)."""
+    entries = {entry for part in model.modules() for attr in ("_keep_in_fp32_modules", "_keep_in_fp32_modules_strict")
+               for entry in (getattr(part, attr, None) or ())}
     counts: dict = {}
-    for parameter in model.parameters():
+    kept: dict = {}
+    for name, parameter in model.named_parameters():
         if parameter.is_floating_point():
-            counts[parameter.dtype] = counts.get(parameter.dtype, 0) + parameter.numel()
+            tally = kept if any(f".{entry}." in f".{name}." for entry in entries) else counts
+            tally[parameter.dtype] = tally.get(parameter.dtype, 0) + parameter.numel()
+    counts = counts or kept
     return max(counts, key=counts.get) if counts else next(model.parameters()).dtype
 
 

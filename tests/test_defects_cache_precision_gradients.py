@@ -234,6 +234,29 @@ def test_half_copy_keeps_what_the_class_builds_in_fp32():
         float16(broken, {"input_ids": [[1, 2]], "attention_mask": [[1, 1]]})
 
 
+def test_compute_dtype_is_judged_without_declared_fp32_modules():
+    """A half load keeps the declared fp32 modules in fp32, and in a tiny model they may outweigh the
+    rest (nemo_speechlm's audio tower and projector: 63788 of 114414 weights, transformers 5.25.0): the
+    compute dtype (Subject.dtype, repro's mirror) is the rest's. A load that left undeclared modules in
+    fp32 (ignoring `dtype=`) still reads fp32, and a model kept wholly in fp32 reads fp32."""
+    from properties.repro import compute_dtype
+
+    subject = breakable("bert")
+    subject.model._keep_in_fp32_modules_strict = {"embeddings", "encoder"}  # 26570 of 27626 weights
+    half = subject.converted(dtype=torch.bfloat16)
+    assert half.model.encoder.layer[0].output.dense.weight.dtype == torch.float32
+    assert half.model.pooler.dense.weight.dtype == torch.bfloat16
+    assert half.dtype == compute_dtype(half.model) == torch.bfloat16
+    ignored = breakable("bert").converted(dtype=torch.bfloat16)
+    ignored.model.embeddings.float()  # undeclared, and outweighs the pooler
+    ignored.model.encoder.float()
+    assert ignored.dtype == compute_dtype(ignored.model) == torch.float32
+    whole = breakable("bert")
+    whole.model._keep_in_fp32_modules_strict = {"embeddings", "encoder", "pooler"}
+    assert whole.dtype == compute_dtype(whole.model) == torch.float32
+    assert whole.converted(dtype=torch.bfloat16).dtype == compute_dtype(subject.model) == torch.float32
+
+
 @pytest.mark.parametrize("name", ["bert", "llama"])
 def test_precision_passes_healthy_models(name):
     subject = healthy(name)

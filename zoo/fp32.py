@@ -57,11 +57,16 @@ def _names_inside(name: str, entries) -> bool:
     return any(f".{entry}." in f".{name}." for entry in entries)
 
 
+def declared_fp32(model, name: str) -> bool:
+    """Whether the tensor `name` lies in a `_keep_in_fp32_modules(_strict)` entry of the model or a part."""
+    return _names_inside(name, _listed_fp32(model))
+
+
 def may_stay_fp32(model, name: str, dtype) -> bool:
     """Whether a half (or `"auto"`) load may leave the tensor `name` in fp32: a keep-in-fp32 entry of any
     list (releases differ on which half types keep which list: 5.24 fp16 only for the plain one, 5.0 bf16
     too, so either is accepted), or a tensor the class builds in fp32 itself."""
-    return _names_inside(name, _listed_fp32(model)) or (isinstance(dtype, torch.dtype)
+    return declared_fp32(model, name) or (isinstance(dtype, torch.dtype)
                                                        and built_in_fp32(model, name, dtype))
 
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from zoo.fp32 import cast_as_loaded
+from zoo.fp32 import cast_as_loaded, declared_fp32
 from zoo.spec import ModelSpec
 
 # Outputs that are not numerical results of the forward pass.
@@ -149,11 +149,15 @@ class Subject:
     def dtype(self) -> torch.dtype:
         """The dtype most of the model's floating weights hold (its compute dtype): a half-precision load
         keeps some modules in fp32 (`_keep_in_fp32_modules`: embeddings, norms, MoE routers), which may
-        come first."""
+        come first, or outweigh the rest in a tiny model (a speech LM's whole audio tower), so the
+        declared fp32-kept ones count only where nothing else is floating."""
         counts: dict[torch.dtype, int] = {}
-        for parameter in self.model.parameters():
+        kept: dict[torch.dtype, int] = {}
+        for name, parameter in self.model.named_parameters():
             if parameter.is_floating_point():
-                counts[parameter.dtype] = counts.get(parameter.dtype, 0) + parameter.numel()
+                tally = kept if declared_fp32(self.model, name) else counts
+                tally[parameter.dtype] = tally.get(parameter.dtype, 0) + parameter.numel()
+        counts = counts or kept
         return max(counts, key=counts.get) if counts else next(self.model.parameters()).dtype
 
     # -- calling convention -------------------------------------------------------------------
