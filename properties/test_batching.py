@@ -60,8 +60,10 @@ def check_batch_order(subject, reordering) -> None:
     outputs = subject.forward(batch.inputs, hidden_states=True)
     permuted = batch.permuted(order)
     permuted_outputs = subject.forward(permuted.inputs, hidden_states=True)
+    alone = subject.forward(batch.items[0], hidden_states=True)  # which leading axes follow the batch size
     assert_outputs_close(
-        permuted_outputs, subject.select_rows(outputs, order, batch=len(order)), reordered_tolerance(subject, outputs),
+        permuted_outputs, subject.select_rows(outputs, order, batch=len(order), alone=alone),
+        reordered_tolerance(subject, outputs),
         model=subject.name, prop=f"{ORDER} (rows reordered as {order})",
         masks=subject.real_token_masks(permuted_outputs, permuted.inputs),
     )

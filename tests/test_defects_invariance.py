@@ -74,6 +74,34 @@ def test_batch_order_passes_healthy_models():
         expect_passes(batching.check_batch_order, reordered_batches(healthy(name).spec), healthy(name))
 
 
+def layer_first_stack(out):
+    """A per-layer output stacked layer-first, (2 layers, batch, ...) as RF-DETR's intermediate_hidden_states."""
+    return torch.stack([out, 2 * out])
+
+
+def test_batch_order_leaves_out_layer_first_stacks():
+    """A batch of two rows meets a stack of two layers: its leading axis is not the batch (it stays 2 for a
+    batch of one), so it is not reordered as rows; the row leak is still caught in the other outputs."""
+    subject = breakable("bert")
+    subject.model.register_forward_hook(
+        lambda module, args, output: output.__setitem__("stacked", layer_first_stack(output["last_hidden_state"])))
+    expect_passes(batching.check_batch_order, reordered_batches(subject.spec), subject)
+    on_output(subject.model, lambda out, kwargs: out + DEFECT * out[:1])
+    expect_caught(batching.check_batch_order, reordered_batches(subject.spec), subject,
+                  says=("[bert] batch order", "'last_hidden_state'", "max abs diff"))
+
+
+def test_select_rows_keeps_outputs_that_follow_the_batch():
+    """Without `alone` a leading axis equal to the batch size is taken for the batch; with it only the
+    outputs whose leading axis is 1 for a batch of one are."""
+    subject = healthy("bert")
+    outputs = {"rows": torch.arange(6.0).reshape(2, 3), "layers": torch.arange(12.0).reshape(2, 2, 3)}
+    alone = {"rows": torch.zeros(1, 3), "layers": torch.zeros(2, 1, 3)}
+    assert set(subject.select_rows(outputs, [1, 0], batch=2)) == {"rows", "layers"}
+    picked = subject.select_rows(outputs, [1, 0], batch=2, alone=alone)
+    assert set(picked) == {"rows"} and torch.equal(picked["rows"], outputs["rows"][[1, 0]])
+
+
 # -- padding amount --------------------------------------------------------------------------------
 # Not clip: its text tower is causal, so right padding is invisible to real tokens even unmasked.
 @pytest.mark.parametrize("name", ["bert", "gpt2", "llama", "t5", "roberta", "distilbert", "bart"])

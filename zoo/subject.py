@@ -40,6 +40,11 @@ def nested_list(name: str) -> bool:
     return len(parts) >= 3 and any(part.isdigit() for part in parts[2:])
 
 
+def follows_batch(alone: torch.Tensor | None) -> bool:
+    """Whether an output of a batch of one (None: not returned there) has the batch as its leading axis."""
+    return alone is not None and alone.dim() > 0 and alone.shape[0] == 1
+
+
 def input_rows(inputs: Mapping[str, Any]) -> int | None:
     """The batch size of model inputs (None when no batched input is there)."""
     return next((int(np.shape(inputs[key])[0]) for key in _BATCHED_INPUTS if key in inputs), None)
@@ -278,17 +283,24 @@ class Subject:
         real = [conv_frames(int(n), layers) for n in sample_mask.sum(-1)]
         return torch.arange(total)[None, :] < torch.tensor(real)[:, None]
 
-    def select_rows(self, outputs: Mapping[str, torch.Tensor], rows, batch: int | None = None) -> dict[str, torch.Tensor]:
+    def select_rows(self, outputs: Mapping[str, torch.Tensor], rows, batch: int | None = None,
+                    alone: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The outputs of batch rows `rows`, in that order (pairwise outputs such as CLIP's
         `logits_per_text` are indexed on both batch axes). Given the `batch` size, outputs whose leading
         axis is not the batch are left out: they cannot be split by row (per-image lists such as
         LLaVA's image_outputs.pooler_output.i, each (image tokens, hidden)), and so are lists nested in
         a sub-output (a tower's output inside the model's): per image or per layer, the names cannot
-        tell, and four merged tokens per image in a batch of four would pass for a batch axis."""
+        tell, and four merged tokens per image in a batch of four would pass for a batch axis.
+
+        `alone` (the outputs of one of the rows run as a batch of one) rules out the leading axes that
+        match the batch size by chance: a per-layer stack such as RF-DETR's intermediate_hidden_states,
+        (decoder layers, batch, queries, hidden), keeps its layer count there instead of 1."""
         index = torch.as_tensor(list(rows), dtype=torch.long)
         picked = {}
         for name, tensor in outputs.items():
             if batch is not None and (tensor.dim() == 0 or tensor.shape[0] != batch or nested_list(name)):
+                continue
+            if alone is not None and not follows_batch(alone.get(name)):
                 continue
             tensor = tensor[index.to(tensor.device)]
             if name.rsplit(".", 1)[-1] in _PAIRWISE_OUTPUTS:
