@@ -277,15 +277,18 @@ def input_rows(inputs: dict) -> int | None:
     return next((int(inputs[key].shape[0]) for key in BATCHED_INPUTS if key in inputs), None)
 
 
-def select_rows(outputs: dict, rows, batch: int | None = None) -> dict:
+def select_rows(outputs: dict, rows, batch: int | None = None, alone: dict | None = None) -> dict:
     """The outputs of batch rows `rows`, in that order (pairwise outputs on both axes; outputs whose
-    leading axis is not the `batch` left out; as Subject.select_rows)."""
+    leading axis is not the `batch` left out, and, given one row's outputs `alone`, those whose leading
+    axis is not 1 there, such as a layer-first stack; as Subject.select_rows)."""
     index = torch.as_tensor(list(rows), dtype=torch.long)
     picked = {}
     for name, tensor in outputs.items():
         parts = name.split(".")  # lists nested in a sub-output are left out too (as zoo.subject.nested_list)
         if batch is not None and (tensor.dim() == 0 or tensor.shape[0] != batch
                                   or (len(parts) >= 3 and any(p.isdigit() for p in parts[2:]))):
+            continue
+        if alone is not None and (alone.get(name) is None or alone[name].dim() == 0 or alone[name].shape[0] != 1):
             continue
         tensor = tensor[index.to(tensor.device)]
         if name.rsplit(".", 1)[-1] in PAIRWISE_OUTPUTS:
@@ -478,6 +481,20 @@ def _mask_4d(inputs, causal: bool, dtype) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+def _first_row_alone(model, inputs: dict, call: dict, meta: dict, run: str) -> dict | None:
+    """The first row's forward outputs as a batch of one (which leading axes follow the batch), or None
+    where it cannot be cut from the stored batch (media stored per image); the rows are then picked by
+    size alone."""
+    rows = input_rows(inputs)
+    if run != "forward" or not rows:
+        return None
+    first = {k: v[:1] if torch.is_tensor(v) and v.dim() and v.shape[0] == rows else v for k, v in inputs.items()}
+    try:
+        return forward(model, first, call, meta)
+    except Exception:  # noqa: BLE001 - a per-image input whose count is not the row count
+        return None
+
+
 def run_side(meta: dict, tensors: dict, side: dict) -> tuple[dict, dict]:
     """One side of a comparison: `(outputs, inputs)`.
 
@@ -558,7 +575,7 @@ def run_side(meta: dict, tensors: dict, side: dict) -> tuple[dict, dict]:
         outputs = row_outputs(outputs, inputs, side["row"], meta)
         inputs = {k: v[side["row"]: side["row"] + 1] for k, v in inputs.items()}
     if "rows" in side:
-        outputs = select_rows(outputs, side["rows"], input_rows(inputs))
+        outputs = select_rows(outputs, side["rows"], input_rows(inputs), _first_row_alone(model, inputs, call, meta, run))
         inputs = {k: v[list(side["rows"])] for k, v in inputs.items()}
     return outputs, inputs
 

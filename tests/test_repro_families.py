@@ -401,6 +401,27 @@ def test_repro_exits_1_with_the_defect_and_0_without(tmp_path, family, test, nam
     assert without == 0, said_healthy
 
 
+def layer_first_stack(model):
+    """A per-layer output stacked layer-first, (2 layers, batch, ...), as RF-DETR's intermediate_hidden_states."""
+    def stack(module, args, output):
+        output["stacked"] = torch.stack([output["last_hidden_state"], 2 * output["last_hidden_state"]])
+    model.register_forward_hook(stack)
+    return model
+
+
+def test_batch_order_replay_leaves_out_layer_first_stacks(tmp_path):
+    """repro.py picks rows as the suite does: a stack of two layers met by a batch of two is not taken
+    for the batch (a healthy model replays clean), and the row leak is still reproduced."""
+    subject = breakable("bert")
+    row_leak(layer_first_stack(subject.model))
+    folder = failing_artifact(tmp_path, batching.test_batch_order, subject)
+    (folder / artifacts.ZOO_WEIGHTS).unlink()
+    leaking, said = replay(folder, lambda model: row_leak(layer_first_stack(model)))
+    assert leaking == 1 and "REPRODUCED" in said, said
+    healthy_code, said_healthy = replay(folder, layer_first_stack)
+    assert healthy_code == 0, said_healthy
+
+
 def test_a_batch_mixing_repro_runs_alone_in_a_fresh_process(tmp_path):
     """The ViT batch-mixing case of the issue, end to end: the defect is in the checkpoint a user ships
     (its classifier mixes rows through a bias computed from the batch cannot be saved), so here the
