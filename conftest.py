@@ -17,7 +17,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from properties.examples import CI_EXAMPLES  # tests with their own smaller counts scale against it
 
 # Each concern's hooks and options live beside its code; conftest only loads them.
-pytest_plugins = ["devices.plugin", "baselines.plugin", "properties.artifacts", "properties.findings",
+pytest_plugins = ["devices.plugin", "baselines.plugin", "baselines.quiet", "properties.artifacts", "properties.findings",
                   "properties.coverage", "properties.sharding"]
 
 

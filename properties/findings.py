@@ -72,8 +72,15 @@ class Finding:
 
     @property
     def key(self) -> str:
+        """`component :: property[case]`, then what narrows the entry (capabilities, models, versions):
+        entries about one shared component (`GenerationMixin`) differ only there, and the run's summary
+        and the coverage report count each entry by its key."""
         component, prop = "|".join(_patterns(self.component)), "|".join(_patterns(self.property))
-        return f"{component} :: {prop}" + (f"[{self.case}]" if self.case != "*" else "")
+        narrowed = [f"capabilities {'+'.join(self.capabilities)}" if self.capabilities else "",
+                    f"models {','.join(self.models)}" if self.models else "",
+                    f"transformers {self.versions}" if self.versions else ""]
+        return (f"{component} :: {prop}" + (f"[{self.case}]" if self.case != "*" else "")
+                + "".join(f" ({n})" for n in narrowed if n))
 
     def applies_to_version(self, version: str) -> bool:
         if not self.versions:

@@ -5,6 +5,8 @@ Hypothesis draws the sizes (batch sizes, sequence lengths); `torch.utils.benchma
 this machine (`baselines/data/`, `--update-baselines` records them); a missing baseline is
 reported as a skip naming the machine fingerprint, never as a failure. The length exponent,
 batch throughput and leak properties need no baseline: they compare the model with itself.
+The tests that time are marked `timed`: under pytest-xdist they measure with no other test running
+(`baselines/quiet.py`).
 """
 
 from __future__ import annotations
@@ -296,6 +298,7 @@ def _missing(baselines: Baselines, subject, inputs) -> None:
                 f"record one with --update-baselines")
 
 
+@pytest.mark.timed
 @settings(max_examples=BASELINE_EXAMPLES)
 @given(data=st.data())
 def test_latency_within_baseline(subject, perf_baselines, data):
@@ -323,6 +326,7 @@ def test_no_leak(subject, data):
     check_no_leak(subject, inputs)
 
 
+@pytest.mark.timed
 @pytest.mark.needs("text")
 @settings(max_examples=PERF_EXAMPLES)
 @given(data=st.data())
@@ -332,6 +336,7 @@ def test_length_scaling(subject, data):
     check_length_scaling(subject, ladder)
 
 
+@pytest.mark.timed
 @settings(max_examples=PERF_EXAMPLES)
 @given(data=st.data())
 def test_batch_throughput(subject, data):

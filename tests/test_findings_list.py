@@ -67,6 +67,15 @@ def test_entries_are_complete():
         re.compile(finding.match)
 
 
+def test_keys_tell_entries_apart():
+    """The run's summary and the coverage report count findings by key: two entries under one key
+    would show one entry's reason beside the other's tests."""
+    keys = [f.key for f in load_findings()]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    generation = [k for k in keys if k.startswith("GenerationMixin :: test_continued_generate_matches_one_call")]
+    assert "GenerationMixin :: test_continued_generate_matches_one_call (capabilities encoder_decoder+text)" in generation
+
+
 def test_every_entry_names_property_tests():
     stale = [f.key for f in load_findings()
              if not any(fnmatch.fnmatchcase(t, p) for t in property_tests() for p in _patterns(f.property))]
