@@ -124,16 +124,25 @@ def pytest_configure(config):
     for name in list(ZOO_NAMES) + list(REAL_MODELS) + [ref.name for ref in refs]:
         config.addinivalue_line("markers", f"{_mark_name(name)}: tests on the model {name}")
     config.stash[REGISTRY] = SubjectRegistry(refs)
+    if len(refs) > SWEEP_ABOVE and not (config.getoption("--hypothesis-profile", None) or "HYPOTHESIS_PROFILE" in os.environ):
+        settings.load_profile("sweep")
+        config.stash[PROFILE_NOTE] = f" (chosen for {len(refs)} models; --hypothesis-profile overrides)"
+
+
+# More models than this, and no profile named: `sweep`. `dev`'s 100 examples over the ~1,100 registry ids
+# would take days on 2 cores, `ci`'s 25 most of one; a handful of ids (registry:llama*) keeps the default.
+SWEEP_ABOVE = 50
 
 
 REGISTRY = pytest.StashKey["SubjectRegistry"]()
+PROFILE_NOTE = pytest.StashKey[str]()
 
 
 def pytest_report_header(config):
     registry = config.stash.get(REGISTRY, None)
     names = ", ".join(registry.names()) if registry else "-"
     return [
-        f"hfprops: profile={settings._current_profile}, torch threads={THREADS}, "
+        f"hfprops: profile={settings._current_profile}{config.stash.get(PROFILE_NOTE, '')}, torch threads={THREADS}, "
         f"torch {torch.__version__}, transformers {__import__('transformers').__version__}",
         f"hfprops: models: {names}",
         *(registry.header_notes() if registry else []),

@@ -285,6 +285,25 @@ def test_modality_and_variant_selection():
     assert len(every) >= 450 and len({r.model_type for r in every}) == len(every)
 
 
+def test_a_large_selection_without_a_named_profile_runs_the_sweep_profile():
+    """`pytest properties/ --model registry` as the README writes it: 100 examples per test over ~1,100
+    ids would take days, so a selection past SWEEP_ABOVE models takes `sweep` unless a profile is named."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("HYPOTHESIS_PROFILE", "CI")}
+    run = subprocess.run([sys.executable, "-m", "pytest", "properties/test_finite.py", "--model", "registry:vision@base",
+                          "--collect-only", "-p", "no:cacheprovider"], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=300)
+    header = next(line for line in run.stdout.splitlines() if line.startswith("hfprops: profile="))
+    count = len(catalog.expand_registry_arg("registry:vision@base"))
+    assert count > 50
+    assert header.startswith(f"hfprops: profile=sweep (chosen for {count} models; --hypothesis-profile overrides)"), header
+
+
 @pytest.mark.parametrize("arg", ["registry:no_such_model*", "registry@no-such-head", "registryx"])
 def test_bad_registry_arg_is_one_clear_error(arg):
     from zoo.checkpoints import ModelArgError

@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, Phase, find, settings, strategies as st
 from hypothesis.errors import FlakyFailure
 
-from baselines import compare
+from baselines import compare, results
 from baselines.fingerprint import fingerprint
 from baselines.store import Baselines
 from properties import test_perf as perf
@@ -165,6 +165,10 @@ def test_missing_baseline_is_reported_not_failed():
     empty = Baselines(fingerprint("cpu"))
     assert perf.check_latency(subject, inputs, empty) == perf.MISSING
     assert perf.check_peak_memory(subject, inputs, empty) == perf.MISSING
+    results.drain()
+    # without a perf report to feed, a missing baseline is not measured at all
+    assert perf.check_latency(subject, inputs, empty, measure_missing=False) == perf.MISSING
+    assert results.drain() == []
 
 
 # -- peak memory ------------------------------------------------------------------------------------
