@@ -35,7 +35,7 @@ _DIR = pytest.StashKey[Path]()  # the controller's lock directory
 def pytest_configure(config):
     config.addinivalue_line("markers", f"{MARK}: measures time; under pytest-xdist its call runs with no other test running")
     directory = getattr(config, "workerinput", {}).get(_KEY)
-    if directory:
+    if directory and Path(directory).is_dir():  # not there: a worker on another machine (`--tx ssh=...`)
         config.stash[_LOCKS] = tuple(open(Path(directory) / name, "a+") for name in ("room", "turnstile"))
 
 
