@@ -34,6 +34,8 @@ class Baselines:
     entries: dict[str, dict[str, dict]] = field(default_factory=dict)
     path: Path | None = None
     updating: bool = False
+    # measure a figure that has no stored baseline (the perf report shows it); off when nothing would read it
+    measure_missing: bool = True
 
     @classmethod
     def load(cls, fingerprint: dict[str, str], *, directory: Path = DATA, updating: bool = False) -> "Baselines":

@@ -162,16 +162,16 @@ def _median_time(subject, inputs) -> float:
 MISSING = "no baseline"
 
 
-def check_latency(subject, inputs, baselines: Baselines, measure_missing: bool = True) -> str:
+def check_latency(subject, inputs, baselines: Baselines) -> str:
     """The calibrated latency (model time / calibration time) stays within the baseline's band.
 
     Returns "recorded" (updating), MISSING (nothing stored for this key) or "within band". Without a
-    stored baseline the latency is measured only for the perf report (`measure_missing`).
+    stored baseline the latency is measured only where the perf report wants it (`measure_missing`).
     """
     key = _key(subject, inputs)
     forward, cal = forward_call(subject, inputs), calibration(str(subject.device))
     stored = None if baselines.updating else baselines.get(key, "latency")
-    if stored is None and not baselines.updating and not measure_missing:
+    if stored is None and not baselines.updating and not baselines.measure_missing:
         return MISSING
     limit = latency_limit(stored["ratio"]) if stored else float("inf")
     if baselines.updating:  # a stored figure is compared against for good: the median of several takes
@@ -304,14 +304,11 @@ def _missing(baselines: Baselines, subject, inputs) -> None:
 @pytest.mark.timed
 @settings(max_examples=BASELINE_EXAMPLES)
 @given(data=st.data())
-def test_latency_within_baseline(subject, perf_baselines, pytestconfig, data):
+def test_latency_within_baseline(subject, perf_baselines, data):
     inputs = data.draw(baseline_inputs(subject.spec), label="inputs")
     record(subject, inputs, prop="latency", baseline=perf_baselines.id, replay=lambda: measured(
         "latency", **_stored_latency(perf_baselines, subject, inputs)))
-    # a registry sweep has no baselines: measuring each id's latency only to skip it cost 2.8 of the
-    # sweep's 77 minutes of test time, which the other workers spent waiting (see `baselines/quiet.py`)
-    report = bool(pytestconfig.getoption("perf_report"))
-    if check_latency(subject, inputs, perf_baselines, measure_missing=report) == MISSING:
+    if check_latency(subject, inputs, perf_baselines) == MISSING:
         _missing(perf_baselines, subject, inputs)
 
 

@@ -167,7 +167,7 @@ def test_missing_baseline_is_reported_not_failed():
     assert perf.check_peak_memory(subject, inputs, empty) == perf.MISSING
     results.drain()
     # without a perf report to feed, a missing baseline is not measured at all
-    assert perf.check_latency(subject, inputs, empty, measure_missing=False) == perf.MISSING
+    assert perf.check_latency(subject, inputs, Baselines(fingerprint("cpu"), measure_missing=False)) == perf.MISSING
     assert results.drain() == []
 
 
