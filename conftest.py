@@ -50,6 +50,9 @@ settings.register_profile(
 # Otherwise as `ci`.
 SWEEP_EXAMPLES = 2
 settings.register_profile("sweep", parent=settings.get_profile("ci"), max_examples=SWEEP_EXAMPLES)
+# More models than this, and no profile named: `sweep`. `dev`'s 100 examples over the ~1,100 registry ids
+# would take days on 2 cores, `ci`'s 25 most of one; a handful of ids (registry:llama*) keeps the default.
+SWEEP_ABOVE = 50
 settings.register_profile(
     "dev",
     max_examples=4 * CI_EXAMPLES,
@@ -128,10 +131,6 @@ def pytest_configure(config):
         settings.load_profile("sweep")
         config.stash[PROFILE_NOTE] = f" (chosen for {len(refs)} models; --hypothesis-profile overrides)"
 
-
-# More models than this, and no profile named: `sweep`. `dev`'s 100 examples over the ~1,100 registry ids
-# would take days on 2 cores, `ci`'s 25 most of one; a handful of ids (registry:llama*) keeps the default.
-SWEEP_ABOVE = 50
 
 
 REGISTRY = pytest.StashKey["SubjectRegistry"]()

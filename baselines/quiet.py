@@ -14,17 +14,25 @@ phase (where it measures) while no other test of the run is running:
 
 The controller makes the lock directory and hands it to each worker (`pytest_configure_node`); without
 xdist nothing is locked. flock locks die with their process, so a crashed worker frees them.
+
+Why flock by hand: it is two system calls per test and the kernel frees it with the process;
+filelock's ReadWriteLock (3.21+) is a SQLite transaction per test and refuses a change of mode in
+one thread, which is what a timed test does. flock is POSIX only: on Windows nothing is locked.
 """
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+try:
+    import fcntl
+except ImportError:  # Windows: timed tests share the machine, as without xdist
+    fcntl = None
 
 MARK = "timed"
 _KEY = "hfprops_timing_locks"
@@ -35,7 +43,7 @@ _DIR = pytest.StashKey[Path]()  # the controller's lock directory
 def pytest_configure(config):
     config.addinivalue_line("markers", f"{MARK}: measures time; under pytest-xdist its call runs with no other test running")
     directory = getattr(config, "workerinput", {}).get(_KEY)
-    if directory and Path(directory).is_dir():  # not there: a worker on another machine (`--tx ssh=...`)
+    if fcntl is not None and directory and Path(directory).is_dir():  # not there: a worker on another machine (`--tx ssh=...`)
         config.stash[_LOCKS] = tuple(open(Path(directory) / name, "a+") for name in ("room", "turnstile"))
 
 

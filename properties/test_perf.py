@@ -169,10 +169,10 @@ def check_latency(subject, inputs, baselines: Baselines) -> str:
     stored baseline the latency is measured only where the perf report wants it (`measure_missing`).
     """
     key = _key(subject, inputs)
-    forward, cal = forward_call(subject, inputs), calibration(str(subject.device))
     stored = None if baselines.updating else baselines.get(key, "latency")
     if stored is None and not baselines.updating and not baselines.measure_missing:
         return MISSING
+    forward, cal = forward_call(subject, inputs), calibration(str(subject.device))
     limit = latency_limit(stored["ratio"]) if stored else float("inf")
     if baselines.updating:  # a stored figure is compared against for good: the median of several takes
         takes = sorted((measure_latency(forward, cal) for _ in range(RECORDED_TAKES)), key=lambda m: m.ratio)

@@ -85,3 +85,16 @@ def test_the_perf_tests_that_time_are_marked(perf_test):
 
     marks = {m.name for m in getattr(getattr(test_perf, perf_test), "pytestmark", [])}
     assert "timed" in marks
+
+
+def test_without_flock_a_worker_locks_nothing(tmp_path, monkeypatch):
+    """Windows has no fcntl: a worker there runs as without xdist instead of failing to import."""
+    from types import SimpleNamespace
+
+    from baselines import quiet
+
+    monkeypatch.setattr(quiet, "fcntl", None)
+    config = SimpleNamespace(stash=pytest.Stash(), workerinput={quiet._KEY: str(tmp_path)},
+                             addinivalue_line=lambda *args: None)
+    quiet.pytest_configure(config)
+    assert quiet._LOCKS not in config.stash
